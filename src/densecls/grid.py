@@ -1,0 +1,126 @@
+"""Pure geometry: where each cell of a dense map sits in the image. No torch here.
+
+Sizes and points are ``(height, width)`` / ``(y, x)`` pairs, except boxes, which are
+``(x0, y0, x1, y1)`` as image tools expect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Geometry", "Grid", "plan_input_size"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How cells map to network-input pixels.
+
+    Cell ``(i, j)`` covers ``offset + (i, j) * stride`` to that plus ``window``, in the
+    pixels of the resized image fed to the network.
+    """
+
+    stride: tuple[float, float]
+    window: tuple[int, int]
+    offset: tuple[float, float] = (0.0, 0.0)
+
+    def cells(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """How many whole windows fit in ``input_size`` (at least one per axis)."""
+        return tuple(  # type: ignore[return-value]
+            max(1, math.floor((n - o - w) / s) + 1)
+            for n, o, w, s in zip(input_size, self.offset, self.window, self.stride, strict=True)
+        )
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A dense map's cells placed on the original image."""
+
+    rows: int
+    cols: int
+    geometry: Geometry
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Original-image pixels per network-input pixel, ``(sy, sx)``."""
+        return (
+            self.image_size[0] / self.input_size[0],
+            self.image_size[1] / self.input_size[1],
+        )
+
+    @property
+    def stride(self) -> tuple[float, float]:
+        """Distance between neighbouring cells in original-image pixels."""
+        return _mul(self.geometry.stride, self.scale)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """Each cell's window size in original-image pixels."""
+        return _mul(self.geometry.window, self.scale)
+
+    @property
+    def offset(self) -> tuple[float, float]:
+        """Top-left corner of cell (0, 0) in original-image pixels."""
+        return _mul(self.geometry.offset, self.scale)
+
+    def window_at(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """Cell ``(row, col)``'s window ``(x0, y0, x1, y1)`` in original pixels, unclipped."""
+        (sy, sx), (wy, wx), (oy, ox) = self.stride, self.window, self.offset
+        y0, x0 = oy + row * sy, ox + col * sx
+        return (x0, y0, x0 + wx, y0 + wy)
+
+    def box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """Cell ``(row, col)``'s window in original pixels, rounded and clipped to the image."""
+        x0, y0, x1, y1 = self.window_at(row, col)
+        h, w = self.image_size
+        return (
+            _clip(round(x0), w),
+            _clip(round(y0), h),
+            _clip(round(x1), w),
+            _clip(round(y1), h),
+        )
+
+    def centre(self, row: int, col: int) -> tuple[float, float]:
+        """Centre ``(y, x)`` of cell ``(row, col)``'s window in original pixels."""
+        x0, y0, x1, y1 = self.window_at(row, col)
+        return ((y0 + y1) / 2, (x0 + x1) / 2)
+
+    def covered(self) -> tuple[int, int, int, int]:
+        """The part of the image that some window covers, ``(x0, y0, x1, y1)``."""
+        x0, y0, _, _ = self.box(0, 0)
+        _, _, x1, y1 = self.box(self.rows - 1, self.cols - 1)
+        return (x0, y0, x1, y1)
+
+
+def plan_input_size(
+    image_size: tuple[int, int],
+    size: int | None,
+    native: tuple[int, int],
+) -> tuple[tuple[int, int], str | None]:
+    """Pick the network input size for an image, keeping its aspect ratio.
+
+    ``size`` is the wanted shorter side (``None`` keeps the image's own pixels). An image
+    that would come out smaller than the model's native input is upscaled to it, so that
+    at least one whole window fits; the returned note says so.
+    """
+    h, w = image_size
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be positive, got {w}x{h}")
+    factor = 1.0 if size is None else size / min(h, w)
+    target = (max(1, round(h * factor)), max(1, round(w * factor)))
+    if target[0] >= native[0] and target[1] >= native[1]:
+        return target, None
+    factor = max(native[0] / h, native[1] / w)
+    target = (max(native[0], round(h * factor)), max(native[1], round(w * factor)))
+    note = f"upscaled {w}×{h} → {target[1]}×{target[0]} to reach the model's native size"
+    return target, note
+
+
+def _mul(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return (a[0] * b[0], a[1] * b[1])
+
+
+def _clip(v: int, hi: int) -> int:
+    return min(max(v, 0), hi)
