@@ -13,6 +13,8 @@ os.environ["NO_COLOR"] = "1"
 
 
 @pytest.fixture(autouse=True)
-def _offline_torch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline_torch_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Point torch's cache at an empty folder so no test reads a user's cache."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))

@@ -27,6 +27,7 @@ __all__ = [
     "ModelEntry",
     "ModelMeta",
     "available_models",
+    "categories_for",
     "family_of",
     "load_model",
     "read_labels",
@@ -173,6 +174,29 @@ def load_model(
             )
         meta = _replace(meta, categories=label_names)
     return LoadedModel(loaded.module, meta)
+
+
+def categories_for(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | Path | None = None,
+    labels: str | Path | None = None,
+) -> tuple[str, ...]:
+    """A model's class names without loading its weights (for ``densecls classes``)."""
+    if labels is not None:
+        return read_labels(labels)
+    if _as_path(weights) is not None:
+        return load_model(name, weights=weights).meta.categories
+    if name.strip() == DEFAULT_MODEL:
+        from densecls.classes import imagenet_categories
+
+        return imagenet_categories()
+    import torchvision.models as tvm
+
+    family_of(name)
+    enum = tvm.get_model_weights(name.strip())
+    choice = "DEFAULT" if weights is None else str(weights).strip()
+    return tuple(_weights_enum_value(name, enum, choice).meta["categories"])
 
 
 def read_labels(path: str | Path) -> tuple[str, ...]:

@@ -1,0 +1,35 @@
+"""densecls: turn any pretrained image classifier into a dense classifier.
+
+The names below load lazily, so ``import densecls`` stays fast and does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DenseclsError": "densecls.errors",
+    "DenseClassifier": "densecls.infer",
+    "DenseMap": "densecls.infer",
+    "Score": "densecls.infer",
+    "load_model": "densecls.models",
+    "available_models": "densecls.models",
+    "convert": "densecls.convert",
+    "Conversion": "densecls.convert",
+    "Grid": "densecls.grid",
+    "Geometry": "densecls.grid",
+    "resolve_class": "densecls.classes",
+    "open_image": "densecls.images",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'densecls' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,195 @@
+"""Output formats and file writing: JSON/JSONL/CSV records, .npy and .png files.
+
+Every file is written atomically (a temporary file in the same folder, then a rename), so
+a crash or a full disk never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+from densecls.errors import DenseclsError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from densecls.images import InputItem
+    from densecls.infer import DenseMap
+
+__all__ = [
+    "CSV_HEADER",
+    "atomic_writer",
+    "csv_rows",
+    "map_json",
+    "output_path",
+    "write_npy",
+    "write_png",
+]
+
+CSV_HEADER = ("image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "index", "score")
+
+
+def _record(dmap: DenseMap, top_k: int) -> dict[str, Any]:
+    """The JSON object of one image; the only place its keys are spelled."""
+    grid = dmap.grid
+    values, indices = dmap.top(top_k)
+    cells = []
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            top = [
+                _score_obj(dmap.categories[i], i, v)
+                for i, v in zip(
+                    indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True
+                )
+            ]
+            cells.append({"row": row, "col": col, "box": list(grid.box(row, col)), "top": top})
+    return {
+        "image": dmap.image,
+        "width": grid.image_size[1],
+        "height": grid.image_size[0],
+        "model": dmap.model,
+        "pool": dmap.pool,
+        "method": dmap.method,
+        "grid": {
+            "rows": grid.rows,
+            "cols": grid.cols,
+            "stride": _pair(grid.stride),
+            "window": _pair(grid.window),
+            "offset": _pair(grid.offset),
+            "input_size": list(grid.input_size),
+        },
+        "overall": [_score_obj(s.label, s.index, s.score) for s in dmap.overall(top_k)],
+        "cells": cells,
+        "notes": list(dmap.notes),
+    }
+
+
+def map_json(dmap: DenseMap, *, top_k: int = 5, indent: int | None = None) -> str:
+    """One image's record as JSON text (see the README for its keys)."""
+    return json.dumps(_record(dmap, top_k), indent=indent, ensure_ascii=False)
+
+
+def csv_rows(dmap: DenseMap, *, top_k: int = 5) -> Iterator[tuple[Any, ...]]:
+    """One CSV row per cell and rank, in :data:`CSV_HEADER` order."""
+    values, indices = dmap.top(top_k)
+    grid = dmap.grid
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            box = grid.box(row, col)
+            ranked = zip(indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True)
+            for rank, (index, score) in enumerate(ranked, start=1):
+                label = dmap.categories[index]
+                yield (dmap.image, row, col, *box, rank, label, index, round(score, 6))
+
+
+def csv_text(rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]]) -> str:
+    """CSV lines for rows (the header is :data:`CSV_HEADER`)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def output_path(out_dir: Path, item: InputItem, suffix: str, *, frames: bool = False) -> Path:
+    """Where an input's output goes: its safe relative path under ``out_dir``, new suffix.
+
+    Inputs that share a stem in different folders keep their folders, so they never
+    overwrite each other; nothing an input path says can place a file outside ``out_dir``.
+    """
+    rel = PurePosixPath(*(p for p in item.rel.parts if p not in ("", ".", "..", "/")))
+    stem = rel.stem or "image"
+    if frames:
+        stem = f"{stem}.frame{item.frame}"
+    target = out_dir.joinpath(*rel.parent.parts, f"{stem}{suffix}")
+    root = out_dir.resolve()
+    resolved = target.resolve()
+    if not resolved.is_relative_to(root):
+        raise DenseclsError(
+            f"{item.display}: its output {target} would land outside {out_dir}; "
+            "remove the symlink in the output folder or pick another --output-dir"
+        )
+    with contextlib.suppress(OSError):
+        if resolved == item.path.resolve():
+            raise DenseclsError(
+                f"{item.display}: the output would overwrite the input; pick another --output-dir"
+            )
+    return target
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, clobber: bool = True, text: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` at once.
+
+    Raises:
+        DenseclsError: ``path`` exists and ``clobber`` is false, or the write failed (the
+            message names the file and the reason; nothing is left behind).
+    """
+    if not clobber and path.exists():
+        raise DenseclsError(f"{path}: already exists; drop --no-clobber to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DenseclsError(f"{path}: cannot write ({_reason(exc)}); check --output-dir") from None
+    try:
+        with os.fdopen(fd, "w" if text else "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        raise DenseclsError(
+            f"{path}: cannot write ({_reason(exc)}); check free space and permissions"
+        ) from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def write_npy(path: Path, array: np.ndarray, *, clobber: bool = True) -> None:
+    """Write an array as .npy, atomically."""
+    import numpy as np
+
+    with atomic_writer(path, clobber=clobber) as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def write_png(path: Path, image: Image.Image, *, clobber: bool = True) -> None:
+    """Write an image as PNG, atomically."""
+    with atomic_writer(path, clobber=clobber) as fh:
+        image.save(fh, format="PNG")
+
+
+def write_text(path: Path, text: str, *, clobber: bool = True) -> None:
+    """Write text (UTF-8), atomically."""
+    with atomic_writer(path, clobber=clobber) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _score_obj(label: str, index: int, score: float) -> dict[str, Any]:
+    return {"label": label, "index": index, "score": round(float(score), 6)}
+
+
+def _pair(v: tuple[float, float]) -> list[float]:
+    return [round(float(v[0]), 3), round(float(v[1]), 3)]
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+_ = ("Score",)  # re-exported name for type checkers only

@@ -1,0 +1,329 @@
+"""Dense inference: preprocess without cropping, batch same-size images, run, softmax.
+
+The result of every image is a :class:`DenseMap` of CPU tensors; writing files is a
+separate step (:mod:`densecls.formats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from densecls.convert import Conversion, Pool, convert
+from densecls.errors import DenseclsError
+from densecls.grid import Grid, plan_input_size
+from densecls.images import (
+    DEFAULT_MAX_PIXELS,
+    InputItem,
+    LoadedImage,
+    image_from_pil,
+    open_image,
+)
+from densecls.models import DEFAULT_MODEL, LoadedModel, ModelMeta, load_model
+
+__all__ = [
+    "DenseClassifier",
+    "DenseMap",
+    "ItemResult",
+    "Score",
+    "parse_shape",
+    "parse_size",
+    "resolve_device",
+]
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A class and its probability."""
+
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class DenseMap:
+    """Per-cell class scores of one image.
+
+    ``logits`` and ``probs`` are float32 CPU tensors of shape [classes, rows, cols]; the
+    probabilities are a softmax over classes in each cell.
+    """
+
+    image: str
+    logits: Tensor
+    probs: Tensor
+    grid: Grid
+    categories: tuple[str, ...]
+    model: str
+    pool: str
+    method: str
+    notes: tuple[str, ...] = ()
+
+    def overall(self, k: int = 5) -> list[Score]:
+        """Top-``k`` classes of the whole image: the mean of the cell probabilities."""
+        mean = self.probs.mean(dim=(1, 2))
+        values, indices = mean.topk(min(k, mean.numel()))
+        return [self._score(i, v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+
+    def top(self, k: int = 5) -> tuple[Tensor, Tensor]:
+        """Per-cell top-``k``: probabilities and class indices, each [k, rows, cols]."""
+        return self.probs.topk(min(k, self.probs.shape[0]), dim=0)
+
+    def cell_top(self, row: int, col: int, k: int = 5) -> list[Score]:
+        """Top-``k`` classes of one cell."""
+        values, indices = self.probs[:, row, col].topk(min(k, self.probs.shape[0]))
+        return [self._score(i, v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+
+    def heat(self, indices: Sequence[int]) -> Tensor:
+        """Summed probability of a set of classes per cell, [rows, cols]."""
+        return self.probs[list(indices)].sum(dim=0)
+
+    def argmax(self) -> Tensor:
+        """Top-1 class index per cell, [rows, cols]."""
+        return self.probs.argmax(dim=0)
+
+    def _score(self, index: int, value: float) -> Score:
+        return Score(index, self.categories[index], float(value))
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``--size``: a shorter-side length in pixels, or ``keep`` (``None``)."""
+    if text is None or isinstance(text, int):
+        return text
+    text = text.strip().lower()
+    if text == "keep":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise DenseclsError(f"--size {text!r}: not a size; give pixels (e.g. 448) or keep")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DenseclsError("--device cuda: no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise DenseclsError(f"--device {device!r}: unknown device; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One input's outcome: its map, or the error that stopped it."""
+
+    item: InputItem
+    map: DenseMap | None
+    error: DenseclsError | None
+    image: Image.Image | None = None  # the decoded original, when asked for
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """``N`` for N×N, or ``HxW``, as ``(height, width)``."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        h, w = int(parts[0]), int(parts[-1])
+        return (h, w)
+    raise DenseclsError(f"--size {text!r}: not a size; give N (e.g. 384) or HxW (e.g. 480x640)")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    key: int
+    name: str
+    tensor: Tensor  # [3, h, w], normalised
+    image_size: tuple[int, int]
+    notes: tuple[str, ...]
+    original: Image.Image | None = None
+
+
+class DenseClassifier:
+    """A converted classifier ready to run on images of any size.
+
+    Args:
+        model: a model name (``efficientnet_lite0``, ``vgg16``, …) or a loaded model.
+        weights, labels: as for :func:`densecls.models.load_model`.
+        size: shorter side in pixels fed to the network; ``None`` keeps the image's own
+            pixels; default twice the model's native size.
+        pool: ``window`` or ``cell``, see :func:`densecls.convert.convert`.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: how many same-size images run in one pass.
+    """
+
+    def __init__(
+        self,
+        model: str | LoadedModel = DEFAULT_MODEL,
+        *,
+        weights: str | Path | None = None,
+        labels: str | Path | None = None,
+        size: int | Literal["default"] | None = "default",
+        pool: Pool = "window",
+        device: Device | str = "auto",
+        batch_size: int = 4,
+    ) -> None:
+        if batch_size < 1:
+            raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
+        self.device = resolve_device(device)
+        loaded = (
+            load_model(model, weights=weights, labels=labels) if isinstance(model, str) else model
+        )
+        self.meta: ModelMeta = loaded.meta
+        self.conversion: Conversion = convert(loaded, pool=pool)
+        self.size = 2 * min(self.meta.native_size) if size == "default" else size
+        if self.size is not None and self.size < 1:
+            raise DenseclsError(f"--size {self.size}: must be positive; e.g. 448 or keep")
+        self.batch_size = batch_size
+        self.model = self.conversion.model.to(self.device).eval()
+        if self.device.type == "cpu":
+            # NHWC lets oneDNN pick its fastest convolution kernels on CPU.
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._mean = torch.tensor(self.meta.mean).view(3, 1, 1)
+        self._std = torch.tensor(self.meta.std).view(3, 1, 1)
+
+    # -- single images -------------------------------------------------------------------
+
+    def predict(
+        self, image: Image.Image | LoadedImage | str | Path, *, name: str | None = None
+    ) -> DenseMap:
+        """Run on one image (a PIL image, a decoded image or a path)."""
+        if isinstance(image, str | Path):
+            name = name or str(image)
+            image = open_image(image)
+        elif isinstance(image, Image.Image):
+            image = image_from_pil(image, name=name or "<image>")
+        return self._run([self._prepare(0, name or "<image>", image)])[0]
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def predict_items(
+        self,
+        items: Iterable[InputItem],
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        all_frames: bool = False,
+        keep_image: bool = False,
+        workers: int = 2,
+    ) -> Iterator[ItemResult]:
+        """Run on a stream of input files, in order, one result or error per item.
+
+        Decoding and resizing run in background threads a few images ahead, so they
+        overlap with the network; memory stays bounded whatever the stream's length.
+        A bad file yields its error and the stream goes on.
+        """
+
+        def load(key: int, item: InputItem) -> _Prepared:
+            img = open_image(
+                item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames
+            )
+            return self._prepare(key, item.display, img)
+
+        ahead = max(2, 2 * self.batch_size)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending: list[tuple[InputItem, Future[_Prepared]]] = []
+            for key, item in enumerate(items):
+                pending.append((item, pool.submit(load, key, item)))
+                if len(pending) >= ahead:
+                    yield from self._drain(pending, keep=ahead - self.batch_size)
+            yield from self._drain(pending, keep=0)
+
+    def _drain(
+        self, pending: list[tuple[InputItem, Future[_Prepared]]], keep: int
+    ) -> Iterator[ItemResult]:
+        """Finish the oldest items, batching neighbours of the same input size."""
+        while len(pending) > keep:
+            take = pending[: self.batch_size]
+            ready: list[tuple[InputItem, _Prepared | DenseclsError]] = []
+            for item, fut in take:
+                try:
+                    ready.append((item, fut.result()))
+                except DenseclsError as err:
+                    ready.append((item, err))
+            del pending[: len(take)]
+            groups: dict[tuple[int, int], list[_Prepared]] = {}
+            for _, prep in ready:
+                if isinstance(prep, _Prepared):
+                    groups.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)
+            results: dict[int, DenseMap | DenseclsError] = {}
+            for group in groups.values():
+                try:
+                    for prep, dmap in zip(group, self._run(group), strict=True):
+                        results[prep.key] = dmap
+                except DenseclsError as err:
+                    for prep in group:
+                        results[prep.key] = err
+            for item, prep in ready:
+                if isinstance(prep, DenseclsError):
+                    yield ItemResult(item, None, prep)
+                    continue
+                res = results[prep.key]
+                if isinstance(res, DenseclsError):
+                    yield ItemResult(item, None, res)
+                else:
+                    yield ItemResult(item, res, None, prep.original)
+
+    # -- the work ----------------------------------------------------------------------------
+
+    def input_size(self, image_size: tuple[int, int]) -> tuple[tuple[int, int], str | None]:
+        """The network input size for an image, and a note when it had to be upscaled."""
+        return plan_input_size(image_size, self.size, self.meta.native_size)
+
+    def _prepare(self, key: int, name: str, loaded: LoadedImage, keep: bool = False) -> _Prepared:
+        (h, w), note = self.input_size(loaded.size)
+        img = loaded.image
+        if (h, w) != loaded.size:
+            img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        tensor = arr.permute(2, 0, 1).float().div_(255).sub_(self._mean).div_(self._std)
+        notes = (*loaded.notes, *([note] if note else []))
+        return _Prepared(key, name, tensor, loaded.size, notes, loaded.image if keep else None)
+
+    @torch.inference_mode()
+    def _run(self, group: Sequence[_Prepared]) -> list[DenseMap]:
+        batch = torch.stack([p.tensor for p in group])
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        try:
+            logits = self.model(batch.to(self.device, non_blocking=True)).float().cpu()
+        except RuntimeError as exc:  # allocation failures surface as RuntimeError
+            if "memory" not in str(exc).lower():
+                raise
+            h, w = batch.shape[-2:]
+            raise DenseclsError(
+                f"{group[0].name}: out of memory at {w}×{h} input; lower --size or --batch-size"
+            ) from None
+        probs = logits.softmax(dim=1)
+        conv = self.conversion
+        maps = []
+        for p, lg, pr in zip(group, logits, probs, strict=True):
+            grid = Grid(
+                rows=int(lg.shape[-2]),
+                cols=int(lg.shape[-1]),
+                geometry=conv.geometry,
+                input_size=(int(p.tensor.shape[-2]), int(p.tensor.shape[-1])),
+                image_size=p.image_size,
+            )
+            maps.append(
+                DenseMap(
+                    image=p.name,
+                    logits=lg.contiguous(),
+                    probs=pr.contiguous(),
+                    grid=grid,
+                    categories=self.meta.categories,
+                    model=self.meta.name,
+                    pool=conv.pool,
+                    method=conv.method,
+                    notes=(*conv.notes, *p.notes),
+                )
+            )
+        return maps
