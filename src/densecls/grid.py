@@ -102,16 +102,19 @@ def plan_input_size(
     """Pick the network input size for an image, keeping its aspect ratio.
 
     ``size`` is the wanted shorter side (``None`` keeps the image's own pixels). An image
-    that would come out smaller than the model's native input is upscaled to it, so that
-    at least one whole window fits; the returned note says so.
+    smaller than the model's native input, or a ``size`` below it, is upscaled just to
+    the native size, so that one row or column of whole windows fits; the note says so.
     """
     h, w = image_size
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {w}x{h}")
-    factor = 1.0 if size is None else size / min(h, w)
+    small = h < native[0] or w < native[1]
+    factor = 1.0 if size is None or small else size / min(h, w)
     target = (max(1, round(h * factor)), max(1, round(w * factor)))
     if target[0] >= native[0] and target[1] >= native[1]:
         return target, None
+    # Too small for one window: bring it to the native size, so it gets one row or
+    # column of cells rather than a blown-up grid of a few real pixels.
     factor = max(native[0] / h, native[1] / w)
     target = (max(native[0], round(h * factor)), max(native[1], round(w * factor)))
     note = f"upscaled {w}×{h} → {target[1]}×{target[0]} to reach the model's native size"

@@ -219,14 +219,15 @@ class DenseClassifier:
 
         Decoding and resizing run in background threads a few images ahead, so they
         overlap with the network; memory stays bounded whatever the stream's length.
-        A bad file yields its error and the stream goes on.
+        A bad file yields its error and the stream goes on. ``keep_image`` adds the
+        decoded original to each result, for rendering.
         """
 
         def load(key: int, item: InputItem) -> _Prepared:
             img = open_image(
                 item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames
             )
-            return self._prepare(key, item.display, img)
+            return self._prepare(key, item.display, img, keep=keep_image)
 
         ahead = max(2, 2 * self.batch_size)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,13 +364,17 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DenseclsError(f"--weights {path}: no such file; check the path")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of files it then refuses or reads fine.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DenseclsError(
             f"--weights {path}: the checkpoint holds more than tensors and cannot be "
             "loaded safely; save model.state_dict() instead"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    # A file that is not a checkpoint at all trips the unpickler in many ways.
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise DenseclsError(
             f"--weights {path}: not a readable PyTorch checkpoint ({_reason(exc)}); "
             "pass a file saved with torch.save(model.state_dict(), PATH)"

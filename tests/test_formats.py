@@ -1,0 +1,145 @@
+"""Records and files: JSON keys one by one, CSV rows, atomic writes, safe output paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+import torch
+
+from densecls.errors import DenseclsError
+from densecls.formats import (
+    CSV_HEADER,
+    atomic_writer,
+    csv_rows,
+    map_json,
+    output_path,
+    write_npy,
+)
+from densecls.grid import Geometry, Grid
+from densecls.images import InputItem
+from densecls.infer import DenseMap
+
+
+def _map() -> DenseMap:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, 3)
+    grid = Grid(
+        rows=2, cols=3, geometry=Geometry((32.0, 32.0), (224, 224)),
+        input_size=(256, 288), image_size=(512, 576),
+    )  # fmt: skip
+    return DenseMap(
+        image="a/b.png", logits=logits, probs=logits.softmax(0), grid=grid,
+        categories=("w", "x", "y", "z"), model="m", pool="window", method="exact",
+        notes=("upscaled",),
+    )  # fmt: skip
+
+
+def test_json_record_key_by_key() -> None:
+    dmap = _map()
+    rec = json.loads(map_json(dmap, top_k=2))
+    assert list(rec) == [
+        "image", "width", "height", "model", "pool", "method", "grid", "overall", "cells", "notes",
+    ]  # fmt: skip
+    assert rec["image"] == "a/b.png" and rec["width"] == 576 and rec["height"] == 512
+    assert rec["model"] == "m" and rec["pool"] == "window" and rec["method"] == "exact"
+    assert rec["grid"] == {
+        "rows": 2, "cols": 3, "stride": [64.0, 64.0], "window": [448.0, 448.0],
+        "offset": [0.0, 0.0], "input_size": [256, 288],
+    }  # fmt: skip
+    mean = dmap.probs.mean((1, 2))
+    best = int(mean.argmax())
+    assert rec["overall"][0] == {
+        "label": "wxyz"[best],
+        "index": best,
+        "score": round(float(mean[best]), 6),
+    }
+    assert len(rec["overall"]) == 2
+    assert len(rec["cells"]) == 6
+    cell = rec["cells"][5]
+    assert (cell["row"], cell["col"]) == (1, 2)
+    assert cell["box"] == [128, 64, 576, 512]
+    i = int(dmap.probs[:, 1, 2].argmax())
+    assert cell["top"][0]["index"] == i and cell["top"][0]["label"] == "wxyz"[i]
+    assert cell["top"][0]["score"] == pytest.approx(float(dmap.probs[i, 1, 2]), abs=1e-6)
+    assert rec["notes"] == ["upscaled"]
+
+
+def test_csv_one_row_per_cell_and_rank() -> None:
+    rows = list(csv_rows(_map(), top_k=2))
+    assert CSV_HEADER == (
+        "image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "index", "score",
+    )  # fmt: skip
+    assert len(rows) == 2 * 3 * 2
+    assert rows[0][:8] == ("a/b.png", 0, 0, 0, 0, 448, 448, 1)
+    assert rows[1][7] == 2 and rows[0][10] >= rows[1][10]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.npy"
+    with pytest.raises(RuntimeError), atomic_writer(target) as fh:
+        fh.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    write_npy(target, np.arange(3, dtype=np.float32))
+    assert np.load(target).tolist() == [0.0, 1.0, 2.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npy"]
+
+
+def test_full_disk_is_a_clear_error_and_old_file_survives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.npy"
+    write_npy(target, np.zeros(2))
+
+    def full(_fd: int) -> None:  # a full disk shows up when the data is flushed
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DenseclsError, match=r"out.npy: cannot write \(No space left on device\)"):
+        write_npy(target, np.ones(1000))
+    monkeypatch.undo()
+    assert np.load(target).tolist() == [0.0, 0.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npy"]
+
+
+def test_no_clobber(tmp_path: Path) -> None:
+    target = tmp_path / "x.npy"
+    write_npy(target, np.zeros(1))
+    with pytest.raises(DenseclsError, match="--no-clobber"):
+        write_npy(target, np.ones(1), clobber=False)
+    assert np.load(target).tolist() == [0.0]
+
+
+def test_output_paths_stay_inside_and_keep_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a = InputItem(Path("a/x.jpg"), "a/x.jpg", PurePosixPath("a/x.jpg"))
+    b = InputItem(Path("b/x.jpg"), "b/x.jpg", PurePosixPath("b/x.jpg"))
+    assert output_path(out, a, ".npy") == out / "a" / "x.npy"
+    assert output_path(out, b, ".npy") == out / "b" / "x.npy"
+    evil = InputItem(Path("../../etc/x.jpg"), "../../etc/x.jpg", PurePosixPath("../../etc/x.jpg"))
+    assert output_path(out, evil, ".npy") == out / "etc" / "x.npy"
+    framed = InputItem(Path("a.gif"), "a.gif", PurePosixPath("a.gif"), frame=3)
+    assert output_path(out, framed, ".png", frames=True) == out / "a.frame3.png"
+
+
+def test_symlink_in_output_dir_cannot_escape(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "sub")
+    item = InputItem(Path("sub/x.jpg"), "sub/x.jpg", PurePosixPath("sub/x.jpg"))
+    with pytest.raises(DenseclsError, match="outside"):
+        output_path(out, item, ".png")
+
+
+def test_output_never_overwrites_the_input(tmp_path: Path) -> None:
+    img = tmp_path / "x.png"
+    img.write_bytes(b"png")
+    item = InputItem(img, str(img), PurePosixPath("x.png"))
+    with pytest.raises(DenseclsError, match="overwrite the input"):
+        output_path(tmp_path, item, ".png")

@@ -1,0 +1,148 @@
+"""Loading models: the embedded default, torchvision through its cache, local checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models as tvm
+
+from densecls.errors import DenseclsError
+from densecls.models import (
+    DEFAULT_MODEL,
+    available_models,
+    categories_for,
+    family_of,
+    load_model,
+)
+
+
+def _cache_file(name: str) -> Path:
+    url = tvm.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def test_default_model_is_embedded_and_quiet(capfd: pytest.CaptureFixture[str]) -> None:
+    loaded = load_model()
+    meta = loaded.meta
+    assert meta.name == DEFAULT_MODEL
+    assert len(meta.categories) == 1000 and meta.categories[281] == "tabby"
+    assert meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.5, 0.5, 0.5)
+    assert meta.native_size == (224, 224)
+    assert not loaded.module.training
+    assert capfd.readouterr().out == ""
+
+
+def test_list_covers_default_torchvision_and_fallbacks() -> None:
+    entries = {e.name: e for e in available_models()}
+    assert entries[DEFAULT_MODEL].weights == ("embedded",)
+    assert entries["vgg16"].method == "exact" and "IMAGENET1K_V1" in entries["vgg16"].weights
+    assert entries["inception_v3"].native_size == 299
+    assert entries["vit_b_16"].method == "sliding-window"
+    assert entries["maxvit_t"].method == "sliding-window"
+    assert entries["swin_t"].method == "exact"
+    assert len(entries) > 80
+
+
+def test_every_listed_name_has_a_family() -> None:
+    for name in tvm.list_models(module=tvm):
+        family_of(name)
+
+
+def test_torchvision_weights_come_from_torch_cache() -> None:
+    torch.manual_seed(0)
+    state = tvm.resnet18().state_dict()
+    target = _cache_file("resnet18")
+    target.parent.mkdir(parents=True)
+    torch.save(state, target)
+    loaded = load_model("resnet18", weights="IMAGENET1K_V1")
+    torch.testing.assert_close(loaded.module.fc.weight, state["fc.weight"])
+    assert loaded.meta.weights == "IMAGENET1K_V1"
+    assert loaded.meta.categories[0] == "tench"
+
+
+def test_missing_cache_offline_names_the_file_and_the_alternative() -> None:
+    with pytest.raises(DenseclsError) as info:
+        load_model("resnet18")
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(_cache_file("resnet18")) in message
+    assert "--weights PATH" in message
+
+
+def test_local_checkpoint_infers_classes_and_takes_labels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tvm.resnet18(num_classes=3)
+    ckpt = tmp_path / "finetuned.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red car\nblue car\ncat\n")
+    loaded = load_model("resnet18", weights=str(ckpt), labels=labels)
+    assert loaded.meta.categories == ("red car", "blue car", "cat")
+    assert loaded.module.fc.out_features == 3
+    unnamed = load_model("resnet18", weights=str(ckpt))
+    assert unnamed.meta.categories == ("class_0", "class_1", "class_2")
+
+
+def test_default_architecture_takes_a_local_checkpoint(tmp_path: Path) -> None:
+    base = load_model().module
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    state["_fc.weight"] = state["_fc.weight"][:2].clone()
+    state["_fc.bias"] = state["_fc.bias"][:2].clone()
+    ckpt = tmp_path / "lite.pt"
+    torch.save(state, ckpt)
+    loaded = load_model(weights=str(ckpt))
+    assert len(loaded.meta.categories) == 2
+
+
+def test_labels_must_match_the_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pth"
+    torch.save(tvm.resnet18(num_classes=3).state_dict(), ckpt)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    with pytest.raises(DenseclsError, match=r"--labels .*2 names for a model with 3 classes"):
+        load_model("resnet18", weights=str(ckpt), labels=labels)
+
+
+def test_checkpoint_that_needs_pickle_is_refused(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (os.system, ("echo pwned",))
+
+    ckpt = tmp_path / "evil.pth"
+    with ckpt.open("wb") as fh:
+        pickle.dump({"fc.weight": Payload()}, fh)
+    with pytest.raises(DenseclsError, match="cannot be loaded safely"):
+        load_model("resnet18", weights=str(ckpt))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "vgg.pth"
+    torch.save(tvm.alexnet(num_classes=3).state_dict(), ckpt)
+    with pytest.raises(DenseclsError, match="--weights"):
+        load_model("resnet18", weights=str(ckpt))
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.pth"
+    bad.write_text("hello")
+    with pytest.raises(DenseclsError, match="not a readable PyTorch checkpoint"):
+        load_model("resnet18", weights=str(bad))
+    with pytest.raises(DenseclsError, match="no such file"):
+        load_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_unknown_names_say_how_to_fix() -> None:
+    with pytest.raises(DenseclsError, match="densecls models"):
+        load_model("resnet5000")
+    with pytest.raises(DenseclsError, match="IMAGENET1K_V1"):
+        load_model("resnet18", weights="IMAGENET_V9")
+
+
+def test_categories_without_loading_weights() -> None:
+    assert categories_for("vgg16")[281] == "tabby"
+    assert categories_for()[285] == "Egyptian cat"
