@@ -90,6 +90,10 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or n
 MaxPixels = Annotated[
     int | None, typer.Option(min=1, help="Refuse larger images. [default: Pillow's 89.5 Mpx]")
 ]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(help="Memory one forward pass may use, e.g. 4GB. [default: half of free]"),
+]
 AllFrames = Annotated[bool, typer.Option(help="Every frame of animated GIFs / multi-page TIFFs.")]
 Classes = Annotated[
     list[str],
@@ -110,9 +114,9 @@ class _Inputs:
 
 def _classifier(
     model: str, weights: str | None, labels: Path | None, size: str | None,
-    pool: str, device: str, batch_size: int,
+    pool: str, device: str, batch_size: int, max_memory: str | None,
 ) -> DenseClassifier:  # fmt: skip
-    from densecls.infer import DenseClassifier, parse_size
+    from densecls.infer import DenseClassifier, parse_bytes, parse_size
 
     return DenseClassifier(
         model,
@@ -122,6 +126,7 @@ def _classifier(
         pool=pool,  # type: ignore[arg-type]
         device=device,
         batch_size=batch_size,
+        max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
 
 
@@ -152,13 +157,14 @@ def predict(
     shard: Shard = None,
     skip_existing: SkipExisting = False,
     max_pixels: MaxPixels = None,
+    max_memory: MaxMemory = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Print each image's grid of per-cell labels and its overall top-k classes."""
     from densecls import formats
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
     first = True
 
@@ -221,6 +227,7 @@ def heatmap(
     skip_existing: SkipExisting = False,
     no_clobber: NoClobber = False,
     max_pixels: MaxPixels = None,
+    max_memory: MaxMemory = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -228,7 +235,7 @@ def heatmap(
     from densecls import formats, render
     from densecls.classes import resolve_class
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
     selections = [resolve_class(q, clf.meta.categories) for q in class_]
     for sel in selections:
         if sel.note and not quiet:
@@ -287,13 +294,14 @@ def labelmap(
     skip_existing: SkipExisting = False,
     no_clobber: NoClobber = False,
     max_pixels: MaxPixels = None,
+    max_memory: MaxMemory = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Write <stem>.labels.png: each cell's top-1 class in its own colour, with a legend."""
     from densecls import formats, render
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
 
     def outputs(item: InputItem) -> list[Path]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -159,6 +159,8 @@ class DenseClassifier:
         pool: ``window`` or ``cell``, see :func:`densecls.convert.convert`.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: how many same-size images run in one pass.
+        max_memory: bytes one forward pass may use (default: half the memory available
+            now); an image that needs more is refused with an estimate.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class DenseClassifier:
         pool: Pool = "window",
         device: Device | str = "auto",
         batch_size: int = 4,
+        max_memory: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
@@ -184,6 +187,8 @@ class DenseClassifier:
         if self.size is not None and self.size < 1:
             raise DenseclsError(f"--size {self.size}: must be positive; e.g. 448 or keep")
         self.batch_size = batch_size
+        self.max_memory = default_max_memory() if max_memory is None else max_memory
+        self._bytes_per_pixel: float | None = None
         self.model = self.conversion.model.to(self.device).eval()
         if self.device.type == "cpu":
             # NHWC lets oneDNN pick its fastest convolution kernels on CPU.
@@ -251,10 +256,17 @@ class DenseClassifier:
                 except DenseclsError as err:
                     ready.append((item, err))
             del pending[: len(take)]
-            groups: dict[tuple[int, int], list[_Prepared]] = {}
+            groups: dict[Any, list[_Prepared]] = {}
             for _, prep in ready:
                 if isinstance(prep, _Prepared):
                     groups.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)
+            # A batch may hold only as many images as --max-memory allows.
+            groups = {
+                (size, i): group[i : i + fit]
+                for size, group in groups.items()
+                for fit in [max(1, self.max_memory // max(1, self.memory_needed(size)))]
+                for i in range(0, len(group), fit)
+            }
             results: dict[int, DenseMap | DenseclsError] = {}
             for group in groups.values():
                 try:
@@ -279,8 +291,22 @@ class DenseClassifier:
         """The network input size for an image, and a note when it had to be upscaled."""
         return plan_input_size(image_size, self.size, self.meta.native_size)
 
+    def memory_needed(self, input_size: tuple[int, int]) -> int:
+        """Rough bytes one image of this network-input size needs in a forward pass."""
+        if self._bytes_per_pixel is None:
+            self._bytes_per_pixel = _activation_bytes_per_pixel(
+                self.model, self.meta.native_size, self.device
+            )
+        return int(self._bytes_per_pixel * input_size[0] * input_size[1])
+
     def _prepare(self, key: int, name: str, loaded: LoadedImage, keep: bool = False) -> _Prepared:
         (h, w), note = self.input_size(loaded.size)
+        need = self.memory_needed((h, w))
+        if need > self.max_memory:
+            raise DenseclsError(
+                f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, over "
+                f"--max-memory {format_bytes(self.max_memory)}; lower --size or raise --max-memory"
+            )
         img = loaded.image
         if (h, w) != loaded.size:
             img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -328,3 +354,75 @@ class DenseClassifier:
                 )
             )
         return maps
+
+
+def default_max_memory() -> int:
+    """Half the memory available now (so other programs keep room), at least 1 GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return max(1 << 30, int(line.split()[1]) * 1024 // 2)
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def parse_bytes(text: str) -> int:
+    """``--max-memory``: ``4GB``, ``512MB``, ``2GiB`` or plain bytes."""
+    units = {
+        "": 1,
+        "K": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "KI": 1024,
+        "MI": 1024**2,
+        "GI": 1024**3,
+        "TI": 1024**4,
+    }
+    t = text.strip().upper().removesuffix("B")
+    num = t.rstrip("KMGTI")
+    unit = t[len(num) :]
+    try:
+        value = float(num) * units[unit]
+    except (KeyError, ValueError):
+        raise DenseclsError(f"--max-memory {text!r}: not a size; e.g. 4GB or 512MB") from None
+    if value <= 0:
+        raise DenseclsError(f"--max-memory {text!r}: must be positive; e.g. 4GB")
+    return int(value)
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GB`` style, for messages."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@torch.inference_mode()
+def _activation_bytes_per_pixel(
+    model: torch.nn.Module, native: tuple[int, int], device: torch.device
+) -> float:
+    """Peak activation bytes per input pixel, measured once at the native size.
+
+    A forward pass holds a layer's input, its output and the odd residual at once; three
+    times the largest activation is a safe, simple bound that scales with pixels.
+    """
+    largest = 0
+
+    def hook(_m: torch.nn.Module, _i: Any, out: Any) -> None:
+        nonlocal largest
+        if isinstance(out, Tensor):
+            largest = max(largest, out.numel() * out.element_size())
+
+    leaves = [m for m in model.modules() if not any(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        model(torch.zeros(1, 3, *native, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * largest / (native[0] * native[1])

@@ -1,0 +1,5 @@
+"""``python -m densecls``."""
+
+from densecls.cli import main
+
+main()
