@@ -144,3 +144,13 @@ def test_cuda_matches_cpu(classifier: DenseClassifier, lite0: LoadedModel) -> No
     a = classifier.predict(SAMPLES / "coffee.png")
     b = gpu.predict(SAMPLES / "coffee.png")
     assert np.allclose(a.probs.numpy(), b.probs.numpy(), atol=1e-3)
+
+
+def test_half_precision_agrees_with_float32(classifier: DenseClassifier, lite0: LoadedModel) -> None:
+    half = DenseClassifier(lite0, half=True)
+    full = classifier.predict(SAMPLES / "coffee.png")
+    low = half.predict(SAMPLES / "coffee.png")
+    assert low.probs.dtype == torch.float32
+    agree = (low.argmax() == full.argmax()).float().mean().item()
+    assert agree > 0.9
+    assert (low.probs - full.probs).abs().max().item() < 0.1

@@ -94,6 +94,9 @@ MaxMemory = Annotated[
     str | None,
     typer.Option(help="Memory one forward pass may use, e.g. 4GB. [default: half of free]"),
 ]
+Half = Annotated[
+    bool, typer.Option(help="Autocast: fp16 on CUDA, bf16 on CPU; a little less exact.")
+]
 AllFrames = Annotated[bool, typer.Option(help="Every frame of animated GIFs / multi-page TIFFs.")]
 Classes = Annotated[
     list[str],
@@ -114,7 +117,7 @@ class _Inputs:
 
 def _classifier(
     model: str, weights: str | None, labels: Path | None, size: str | None,
-    pool: str, device: str, batch_size: int, max_memory: str | None,
+    pool: str, device: str, batch_size: int, max_memory: str | None, half: bool,
 ) -> DenseClassifier:  # fmt: skip
     from densecls.infer import DenseClassifier, parse_bytes, parse_size
 
@@ -127,6 +130,7 @@ def _classifier(
         device=device,
         batch_size=batch_size,
         max_memory=None if max_memory is None else parse_bytes(max_memory),
+        half=half,
     )
 
 
@@ -158,13 +162,14 @@ def predict(
     skip_existing: SkipExisting = False,
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
+    half: Half = False,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Print each image's grid of per-cell labels and its overall top-k classes."""
     from densecls import formats
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
     first = True
 
@@ -228,6 +233,7 @@ def heatmap(
     no_clobber: NoClobber = False,
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
+    half: Half = False,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -235,7 +241,7 @@ def heatmap(
     from densecls import formats, render
     from densecls.classes import resolve_class
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
     selections = [resolve_class(q, clf.meta.categories) for q in class_]
     for sel in selections:
         if sel.note and not quiet:
@@ -295,13 +301,14 @@ def labelmap(
     no_clobber: NoClobber = False,
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
+    half: Half = False,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Write <stem>.labels.png: each cell's top-1 class in its own colour, with a legend."""
     from densecls import formats, render
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory)
+    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
 
     def outputs(item: InputItem) -> list[Path]:
@@ -445,8 +452,8 @@ def _run(
                 fail(item)
                 continue
             if (item.rel, item.frame) in seen:
-                # Two inputs with one output name (a/x.jpg, b/x.jpg as dir arguments):
-                # the later one is named by its whole path instead of overwriting.
+                # Two inputs with one output name (a/x.jpg and b/x.jpg): the later one is
+                # named by its longer path instead of overwriting the first.
                 item = replace(item, rel=full_rel(item.path))
             seen.add((item.rel, item.frame))
             try:
@@ -492,7 +499,8 @@ def _run(
     finally:
         if progress:
             progress.stop()
-    _summary(done, failed, skipped)
+    if failed or not inputs.quiet:
+        _summary(done, failed, skipped)
     return 1 if failed else 0
 
 

@@ -243,7 +243,15 @@ def convert(
     meta = loaded.meta
     if meta.family in FALLBACK_FAMILIES:
         return _sliding_window(loaded, window_stride or 32)
-    split = split_model(loaded.module, meta.family)
+    if meta.family == "timm":
+        from densecls.timm_models import split_timm
+
+        timm_split = split_timm(loaded.module)
+        if timm_split is None:
+            return _sliding_window(loaded, window_stride or 32)
+        split = timm_split
+    else:
+        split = split_model(loaded.module, meta.family)
     with torch.inference_mode():
         native_grid, stride = _probe(split.features, meta.native_size)
     head, changes, has_flatten_linear = _convert_head(split.head, native_grid, pool)

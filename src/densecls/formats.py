@@ -35,6 +35,10 @@ __all__ = [
     "write_png",
 ]
 
+# Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 CSV_HEADER = ("image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "index", "score")
 
 
@@ -140,6 +144,8 @@ def atomic_writer(path: Path, *, clobber: bool = True, text: bool = False) -> It
     except OSError as exc:
         raise DenseclsError(f"{path}: cannot write ({_reason(exc)}); check --output-dir") from None
     try:
+        # mkstemp makes 0600 files; outputs get the permissions a plain open() would give.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w" if text else "wb") as fh:
             yield fh
             fh.flush()

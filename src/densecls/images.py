@@ -171,7 +171,7 @@ def _iter_arg(arg: str, *, recursive: bool, glob: str | None) -> Iterator[InputI
     if stat.S_ISDIR(info.st_mode):
         yield from _iter_dir(arg, path, recursive=recursive, glob=glob)
     elif stat.S_ISREG(info.st_mode):
-        yield InputItem(path, arg, _file_rel(path))
+        yield InputItem(path, arg, _safe_rel([path.name]))
     else:
         yield InputProblem(
             arg, f"{arg}: not a regular file or directory; pass image files or directories"
@@ -251,18 +251,14 @@ def _wanted(name: str, glob: str | None) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _file_rel(path: Path) -> PurePosixPath:
-    """A file argument's output name: its path below the working directory when it is
-    inside it (so a/x.jpg and b/x.jpg stay apart), else just its name."""
-    try:
-        return _safe_rel(Path(os.path.abspath(path)).relative_to(os.getcwd()).parts)
-    except ValueError:
-        return _safe_rel([path.name])
-
-
 def full_rel(path: Path) -> PurePosixPath:
-    """The whole absolute path as a safe relative one, to keep two same-named inputs apart."""
-    return _safe_rel(Path(os.path.abspath(path)).parts)
+    """A longer safe output name for an input, to keep two same-named inputs apart: its
+    path below the working directory when it is inside it, else its whole absolute path."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return _safe_rel(absolute.relative_to(os.getcwd()).parts)
+    except ValueError:
+        return _safe_rel(absolute.parts)
 
 
 def _safe_rel(parts: Iterable[str]) -> PurePosixPath:

@@ -161,6 +161,8 @@ class DenseClassifier:
         batch_size: how many same-size images run in one pass.
         max_memory: bytes one forward pass may use (default: half the memory available
             now); an image that needs more is refused with an estimate.
+        half: run under autocast, float16 on CUDA and bfloat16 on CPU: faster on GPUs,
+            at a small cost in exactness (``benchmarks/half.py`` measures it).
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class DenseClassifier:
         device: Device | str = "auto",
         batch_size: int = 4,
         max_memory: int | None = None,
+        half: bool = False,
     ) -> None:
         if batch_size < 1:
             raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
@@ -189,6 +192,9 @@ class DenseClassifier:
         self.batch_size = batch_size
         self.max_memory = default_max_memory() if max_memory is None else max_memory
         self._bytes_per_pixel: float | None = None
+        self._half = (
+            (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if half else None
+        )
         self.model = self.conversion.model.to(self.device).eval()
         if self.device.type == "cpu":
             # NHWC lets oneDNN pick its fastest convolution kernels on CPU.
@@ -320,8 +326,13 @@ class DenseClassifier:
         batch = torch.stack([p.tensor for p in group])
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
+        else:
+            # Pinned memory lets the host-to-device copy overlap with queued kernels.
+            batch = batch.pin_memory()
         try:
-            logits = self.model(batch.to(self.device, non_blocking=True)).float().cpu()
+            with torch.autocast(self.device.type, dtype=self._half, enabled=self._half is not None):
+                out = self.model(batch.to(self.device, non_blocking=True))
+            logits = out.float().cpu()
         except RuntimeError as exc:  # allocation failures surface as RuntimeError
             if "memory" not in str(exc).lower():
                 raise

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "efficientnet_lite0"
+# `--model timm:NAME` loads through timm (the optional `densecls[timm]` extra).
+TIMM_PREFIX = "timm:"
 
 # Families whose head cannot be rewritten as convolutions; they run as a sliding window.
 FALLBACK_FAMILIES = ("vit", "maxvit")
@@ -105,6 +107,8 @@ class ModelEntry:
 
 def family_of(name: str) -> str:
     """The architecture family of a model name, e.g. ``vgg16_bn`` → ``vgg``."""
+    if name.startswith(TIMM_PREFIX):
+        return "timm"
     for prefix, family in _FAMILY_PREFIXES:
         if name.startswith(prefix):
             return family
@@ -162,6 +166,10 @@ def load_model(
     label_names = read_labels(labels) if labels is not None else None
     if name == DEFAULT_MODEL:
         loaded = _load_lite0(path)
+    elif name.startswith(TIMM_PREFIX):
+        from densecls.timm_models import load_timm
+
+        loaded = load_timm(name.removeprefix(TIMM_PREFIX), weights=weights, path=path)
     else:
         family = family_of(name)
         loaded = _load_torchvision(name, family, weights, path)
