@@ -104,11 +104,22 @@ def test_decompression_bomb_limit(good: list[Path], tmp_path: Path) -> None:
     assert "--max-pixels" in err
 
 
-def test_huge_image_is_refused_with_a_memory_estimate(good: list[Path], tmp_path: Path) -> None:
+def test_image_beyond_memory_even_in_tiles_is_refused(good: list[Path], tmp_path: Path) -> None:
     huge = tmp_path / "huge.png"
     Image.new("RGB", (3000, 2000), "gray").save(huge)
-    err = batch(good, huge, tmp_path / "out", "--size", "keep", "--max-memory", "400MB")
-    assert "needs about" in err and "--max-memory" in err
+    err = batch(good, huge, tmp_path / "out", "--size", "keep", "--max-memory", "30MB")
+    assert "needs about" in err and "even one tile" in err and "--max-memory" in err
+
+
+def test_large_image_is_tiled_within_max_memory(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.open(SAMPLES / "coffee.png").convert("RGB").resize((1800, 1200)).save(big)
+    result = run("predict", big, "-f", "jsonl", "--size", "keep", "--max-memory", "300MB")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    # The same grid as an untiled run: ceil(1200/32) - 7 + 1 rows, ceil(1800/32) - 7 + 1 cols.
+    assert (record["grid"]["rows"], record["grid"]["cols"]) == (32, 51)
+    assert any("tiles" in n for n in record["notes"])
 
 
 def test_unwritable_output_fails_only_that_input(good: list[Path], tmp_path: Path) -> None:

@@ -437,6 +437,16 @@ def _run(
     show = not inputs.quiet and err.is_terminal
     progress = _progress() if show else None
     task = progress.add_task("densecls", total=_count(inputs)) if progress else None
+    if progress:
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def on_tile(name: str, done: int, total: int) -> None:
+            progress.update(
+                tiles, description=f"{name}: tiles", completed=done, total=total,
+                visible=done < total,
+            )  # fmt: skip
+
+        clf.on_tile = on_tile
 
     def fail(message: str) -> None:
         nonlocal failed

@@ -371,8 +371,10 @@ def _rates(name: str, layer: nn.Module, s_in: Pair, step: int) -> tuple[Pair, Pa
 def _per_location(layer: nn.Module) -> bool:
     """A 1×1 convolution or pool at stride 1: dilation does not change it."""
     if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-        kernel = layer.weight.shape[-2:] if isinstance(layer, nn.Conv2d) else layer.kernel_size
-        return _pair(tuple(kernel)) == (1, 1) and _stride_of(layer) == (1, 1)
+        kernel = (
+            tuple(layer.weight.shape[-2:]) if isinstance(layer, nn.Conv2d) else layer.kernel_size
+        )
+        return _pair(kernel) == (1, 1) and _stride_of(layer) == (1, 1)
     return False
 
 

@@ -6,10 +6,11 @@ Sizes and points are ``(height, width)`` / ``(y, x)`` pairs, except boxes, which
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
-__all__ = ["Geometry", "Grid", "plan_input_size"]
+__all__ = ["Geometry", "Grid", "plan_input_size", "plan_tiles"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,28 @@ def plan_input_size(
     target = (max(native[0], round(h * factor)), max(native[1], round(w * factor)))
     note = f"upscaled {w}×{h} → {target[1]}×{target[0]} to reach the model's native size"
     return target, note
+
+
+def plan_tiles(
+    length: int, tile: int, stride: int, overlap: int
+) -> list[tuple[int, int, float, float]]:
+    """Overlapping tiles along one axis of ``length`` input pixels.
+
+    Tiles start at multiples of ``stride`` (so their cells fall on the whole image's
+    lattice) and overlap by at least ``overlap`` pixels. Each is ``(start, stop, lo, hi)``:
+    the tile owns the cells whose window centre lies in ``[lo, hi)``, the half-way points
+    between neighbouring tile centres, so every cell comes from the tile that gives it the
+    most surrounding context.
+    """
+    if length <= tile:
+        return [(0, length, -math.inf, math.inf)]
+    step = max(stride, (tile - overlap) // stride * stride)
+    last = (length - tile) // stride * stride
+    starts = [*range(0, last, step), last]
+    spans = [(s, length if s == last else s + tile) for s in starts]
+    centres = [(a + b) / 2 for a, b in spans]
+    bounds = [-math.inf, *((x + y) / 2 for x, y in itertools.pairwise(centres)), math.inf]
+    return [(a, b, bounds[i], bounds[i + 1]) for i, (a, b) in enumerate(spans)]
 
 
 def _mul(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:

@@ -6,7 +6,8 @@ separate step (:mod:`densecls.formats`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from densecls.convert import Conversion, Pool, convert
 from densecls.errors import DenseclsError
-from densecls.grid import Grid, plan_input_size
+from densecls.grid import Grid, plan_input_size, plan_tiles
 from densecls.images import (
     DEFAULT_MAX_PIXELS,
     InputItem,
@@ -142,7 +143,7 @@ def parse_shape(text: str) -> tuple[int, int]:
 class _Prepared:
     key: int
     name: str
-    tensor: Tensor  # [3, h, w], normalised
+    tensor: Tensor  # [3, h, w] uint8: a quarter of float32's memory and transfer
     image_size: tuple[int, int]
     notes: tuple[str, ...]
     original: Image.Image | None = None
@@ -192,6 +193,8 @@ class DenseClassifier:
         self.batch_size = batch_size
         self.max_memory = default_max_memory() if max_memory is None else max_memory
         self._bytes_per_pixel: float | None = None
+        # Called as on_tile(image name, tiles done, tiles in all) while a large image runs.
+        self.on_tile: Callable[[str, int, int], None] | None = None
         self._half = (
             (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if half else None
         )
@@ -199,8 +202,8 @@ class DenseClassifier:
         if self.device.type == "cpu":
             # NHWC lets oneDNN pick its fastest convolution kernels on CPU.
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._mean = torch.tensor(self.meta.mean).view(3, 1, 1)
-        self._std = torch.tensor(self.meta.std).view(3, 1, 1)
+        self._mean = torch.tensor(self.meta.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.meta.std, device=self.device).view(1, 3, 1, 1)
 
     # -- single images -------------------------------------------------------------------
 
@@ -266,7 +269,8 @@ class DenseClassifier:
             for _, prep in ready:
                 if isinstance(prep, _Prepared):
                     groups.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)
-            # A batch may hold only as many images as --max-memory allows.
+            # A batch may hold only as many images as --max-memory allows; images that
+            # need tiling run alone.
             groups = {
                 (size, i): group[i : i + fit]
                 for size, group in groups.items()
@@ -307,38 +311,99 @@ class DenseClassifier:
 
     def _prepare(self, key: int, name: str, loaded: LoadedImage, keep: bool = False) -> _Prepared:
         (h, w), note = self.input_size(loaded.size)
-        need = self.memory_needed((h, w))
-        if need > self.max_memory:
+        if self._tile_size((h, w)) is None:
+            need = self.memory_needed((h, w))
             raise DenseclsError(
-                f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, over "
-                f"--max-memory {format_bytes(self.max_memory)}; lower --size or raise --max-memory"
+                f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and "
+                f"even one tile is over --max-memory {format_bytes(self.max_memory)}; "
+                "lower --size or raise --max-memory"
             )
         img = loaded.image
         if (h, w) != loaded.size:
             img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-        tensor = arr.permute(2, 0, 1).float().div_(255).sub_(self._mean).div_(self._std)
+        tensor = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
         notes = (*loaded.notes, *([note] if note else []))
         return _Prepared(key, name, tensor, loaded.size, notes, loaded.image if keep else None)
 
+    def _tile_size(self, input_size: tuple[int, int]) -> int | None:
+        """Square tile side that fits --max-memory: 0 when no tiling is needed, None when
+        even the smallest useful tile does not fit."""
+        if self.conversion.method != "exact" or self.memory_needed(input_size) <= self.max_memory:
+            return 0
+        stride = round(self.conversion.geometry.stride[0])
+        side = int(math.sqrt(self.max_memory / self.memory_needed((1, 1))))
+        side = side // stride * stride
+        return side if side >= self._tile_overlap() + stride else None
+
+    def _tile_overlap(self) -> int:
+        # A window plus half a window of real context on each side of every owned cell.
+        return 2 * max(self.meta.native_size)
+
     @torch.inference_mode()
-    def _run(self, group: Sequence[_Prepared]) -> list[DenseMap]:
-        batch = torch.stack([p.tensor for p in group])
+    def _forward(self, batch: Tensor) -> Tensor:
+        """uint8 [N, 3, h, w] on the CPU → float32 logits [N, K, R, C] on the CPU."""
+        x = batch.pin_memory() if self.device.type == "cuda" else batch
+        # Normalising on the device keeps the host-to-device copy at one byte per channel.
+        x = x.to(self.device, non_blocking=True).float().div_(255)
+        x = x.sub_(self._mean).div_(self._std)
         if self.device.type == "cpu":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        else:
-            # Pinned memory lets the host-to-device copy overlap with queued kernels.
-            batch = batch.pin_memory()
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self._half, enabled=self._half is not None):
+            out = self.model(x)
+        return out.float().cpu()
+
+    def _forward_tiled(self, image: Tensor, name: str) -> tuple[Tensor, str]:
+        """Logits of one large image computed tile by tile within --max-memory."""
+        _, h, w = image.shape
+        side = self._tile_size((h, w)) or max(h, w)
+        stride = round(self.conversion.geometry.stride[0])
+        half_window = (self.meta.native_size[0] / 2, self.meta.native_size[1] / 2)
+        rows = plan_tiles(h, side, stride, self._tile_overlap())
+        cols = plan_tiles(w, side, stride, self._tile_overlap())
+        blocks: list[tuple[int, int, Tensor]] = []
+        total, done = len(rows) * len(cols), 0
+        for y0, y1, ylo, yhi in rows:
+            for x0, x1, xlo, xhi in cols:
+                out = self._forward(image[None, :, y0:y1, x0:x1])[0]
+                r0, c0 = y0 // stride, x0 // stride
+                # Keep the cells whose window centre this tile owns.
+                ri = [
+                    i for i in range(out.shape[1]) if ylo <= y0 + i * stride + half_window[0] < yhi
+                ]
+                ci = [
+                    j for j in range(out.shape[2]) if xlo <= x0 + j * stride + half_window[1] < xhi
+                ]
+                if ri and ci:
+                    part = out[:, ri[0] : ri[-1] + 1, ci[0] : ci[-1] + 1]
+                    blocks.append((r0 + ri[0], c0 + ci[0], part.clone()))
+                done += 1
+                if self.on_tile is not None:
+                    self.on_tile(name, done, total)
+        n_rows = max(r + b.shape[1] for r, _, b in blocks)
+        n_cols = max(c + b.shape[2] for _, c, b in blocks)
+        logits = torch.empty(blocks[0][2].shape[0], n_rows, n_cols)
+        for r, c, b in blocks:
+            logits[:, r : r + b.shape[1], c : c + b.shape[2]] = b
+        note = f"processed in {total} tiles of up to {side}×{side} px to stay within --max-memory"
+        return logits[None], note
+
+    def _run(self, group: Sequence[_Prepared]) -> list[DenseMap]:
+        size = tuple(group[0].tensor.shape[-2:])
+        extra: tuple[str, ...] = ()
         try:
-            with torch.autocast(self.device.type, dtype=self._half, enabled=self._half is not None):
-                out = self.model(batch.to(self.device, non_blocking=True))
-            logits = out.float().cpu()
+            if self._tile_size(size):  # type: ignore[arg-type]
+                # Tiled images run one at a time: a batch of them would not fit either.
+                logits, note = self._forward_tiled(group[0].tensor, group[0].name)
+                extra = (note,)
+            else:
+                logits = self._forward(torch.stack([p.tensor for p in group]))
         except RuntimeError as exc:  # allocation failures surface as RuntimeError
             if "memory" not in str(exc).lower():
                 raise
-            h, w = batch.shape[-2:]
+            h, w = size
             raise DenseclsError(
-                f"{group[0].name}: out of memory at {w}×{h} input; lower --size or --batch-size"
+                f"{group[0].name}: out of memory at {w}×{h} input; lower --size, "
+                "--batch-size or --max-memory"
             ) from None
         probs = logits.softmax(dim=1)
         conv = self.conversion
@@ -361,7 +426,7 @@ class DenseClassifier:
                     model=self.meta.name,
                     pool=conv.pool,
                     method=conv.method,
-                    notes=(*conv.notes, *p.notes),
+                    notes=(*conv.notes, *p.notes, *extra),
                 )
             )
         return maps
