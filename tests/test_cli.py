@@ -260,3 +260,35 @@ def test_import_and_help_do_not_load_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_scales_in_json_and_pictures(halves: Path, tmp_path: Path) -> None:
+    result = run("predict", halves, "-f", "json", "--scales", "1,1.5", "--top-k", "1")
+    assert result.exit_code == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    first, second = record["scales"]
+    assert (first["scale"], second["scale"]) == (1.0, 1.5)
+    assert record["grid"] == first["grid"]
+    assert second["grid"]["rows"] > first["grid"]["rows"]
+    assert len(second["cells"]) == second["grid"]["rows"] * second["grid"]["cols"]
+    out = tmp_path / "maps"
+    for combine in ("mean", "max"):
+        r = run(
+            "heatmap",
+            halves,
+            "-c",
+            "cat",
+            "--scales",
+            "1,1.5",
+            "--combine",
+            combine,
+            "--raw",
+            "-o",
+            out,
+        )
+        assert r.exit_code == 0, r.stderr
+        raw = np.asarray(Image.open(out / "halves.cat.raw.png"))
+        assert raw[:, 64:384].mean() > 10 * raw[:, 512:832].mean()
+    r = run("labelmap", halves, "--scales", "1,1.5", "-o", out)
+    assert r.exit_code == 0 and (out / "halves.labels.png").exists()
+    assert run("predict", halves, "--scales", "a,b").exit_code == 1

@@ -170,3 +170,21 @@ def test_tiled_map_matches_the_whole_image(lite0: LoadedModel) -> None:
     diff = (tiled.logits - whole.logits).abs()
     assert diff.mean().item() < 0.05 and diff.max().item() < 2.0
     assert (tiled.argmax() == whole.argmax()).float().mean().item() > 0.95
+
+
+def test_scales_run_every_factor_of_size(lite0: LoadedModel) -> None:
+    multi = DenseClassifier(lite0, size=224, scales=(1.0, 2.0))
+    dmap = multi.predict(SAMPLES / "coffee.png")
+    first, second = dmap.all_scales()
+    assert (first.scale, second.scale) == (1.0, 2.0)
+    assert first.grid.input_size == (224, 336) and second.grid.input_size == (448, 672)
+    assert (first.grid.rows, first.grid.cols) == (1, 5)
+    assert (second.grid.rows, second.grid.cols) == (8, 15)
+    # Both scales' boxes are in the same original-image pixels: 224 px windows are
+    # 400 px of the 600×400 photo at scale 1 and 200 px at scale 2.
+    assert first.grid.box(0, 0) == (0, 0, 400, 400)
+    assert second.grid.box(0, 0) == (0, 0, 200, 200)
+    mean = (first.probs.mean((1, 2)) + second.probs.mean((1, 2))) / 2
+    assert dmap.overall(1)[0].index == int(mean.argmax()) == ESPRESSO
+    with pytest.raises(DenseclsError, match="--scales"):
+        DenseClassifier(lite0, scales=(0.0,))

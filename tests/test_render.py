@@ -432,3 +432,30 @@ def test_bad_labels():
     with pytest.raises(DenseclsError) as err:
         draw_grid(IMAGE, GRID, ["a"] * 5)
     assert one_line(err).startswith("labels: got 5")
+
+
+def test_combine_heat_places_each_scale_by_its_windows() -> None:
+    from densecls.render import combine_heat, combine_labels
+
+    coarse = Grid(1, 1, Geometry((10.0, 10.0), (20, 20)), (20, 40), (20, 40))
+    fine = Grid(1, 3, Geometry((10.0, 10.0), (20, 20)), (20, 40), (20, 40))
+    a = np.array([[0.2]])
+    b = np.array([[0.6, 0.6, 0.6]])
+    mean = combine_heat([(a, coarse), (b, fine)], "mean")
+    peak = combine_heat([(a, coarse), (b, fine)], "max")
+    # Columns 0..19 are covered by both scales; 20..39 only by the fine one.
+    assert mean[5, 5] == pytest.approx(0.4) and mean[5, 30] == pytest.approx(0.6)
+    assert peak[5, 5] == pytest.approx(0.6)
+    only = combine_heat([(a, coarse)], "mean")
+    assert np.isnan(only[5, 30]) and only[5, 5] == pytest.approx(0.2)
+    probs_a = np.zeros((3, 1, 1))
+    probs_a[2] = 1.0
+    probs_b = np.zeros((3, 1, 3))
+    probs_b[1] = 0.9
+    probs_b[2] = 0.1
+    labels = combine_labels([(probs_a, coarse), (probs_b, fine)], "mean")
+    # Where both scales cover: class 2 has (1.0 + 0.1) / 2, class 1 (0 + 0.9) / 2.
+    assert labels[5, 5] == 2 and labels[5, 35] == 1
+    assert combine_labels([(probs_a, coarse)], "mean")[5, 30] == -1
+    with pytest.raises(DenseclsError, match="--combine"):
+        combine_heat([(a, coarse)], "median")  # type: ignore[arg-type]

@@ -94,6 +94,15 @@ MaxMemory = Annotated[
     str | None,
     typer.Option(help="Memory one forward pass may use, e.g. 4GB. [default: half of free]"),
 ]
+Scales = Annotated[
+    str | None,
+    typer.Option(
+        help="Also run at these factors of --size, e.g. 1,1.5,2 (small objects show when large)."
+    ),
+]
+CombineOpt = Annotated[
+    str, typer.Option("--combine", help="How pictures combine --scales per pixel: mean or max.")
+]
 Half = Annotated[
     bool, typer.Option(help="Autocast: fp16 on CUDA, bf16 on CPU; a little less exact.")
 ]
@@ -118,8 +127,9 @@ class _Inputs:
 def _classifier(
     model: str, weights: str | None, labels: Path | None, size: str | None,
     pool: str, device: str, batch_size: int, max_memory: str | None, half: bool,
+    scales: str | None,
 ) -> DenseClassifier:  # fmt: skip
-    from densecls.infer import DenseClassifier, parse_bytes, parse_size
+    from densecls.infer import DenseClassifier, parse_bytes, parse_scales, parse_size
 
     return DenseClassifier(
         model,
@@ -131,6 +141,7 @@ def _classifier(
         batch_size=batch_size,
         max_memory=None if max_memory is None else parse_bytes(max_memory),
         half=half,
+        scales=(1.0,) if scales is None else parse_scales(scales),
     )
 
 
@@ -163,13 +174,16 @@ def predict(
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
     half: Half = False,
+    scales: Scales = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Print each image's grid of per-cell labels and its overall top-k classes."""
     from densecls import formats
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
+    clf = _classifier(
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
+    )
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
     first = True
 
@@ -192,7 +206,8 @@ def predict(
         first = False
 
     if fmt == "csv":
-        _emit(formats.csv_text([formats.CSV_HEADER]), end="")
+        header = formats.CSV_SCALE_HEADER if len(clf.scales) > 1 else formats.CSV_HEADER
+        _emit(formats.csv_text([header]), end="")
     try:
         code = _run(clf, inputs, handle, outputs if skip_existing else None)
     finally:
@@ -224,6 +239,7 @@ def heatmap(
         bool, typer.Option(help="Add a colour bar with the class and scale.")
     ] = False,
     grid: Annotated[bool, typer.Option(help="Draw cell boundaries and top-1 labels.")] = False,
+    combine: CombineOpt = "mean",
     device: DeviceOpt = "auto",
     batch_size: BatchSize = 4,
     recursive: Recursive = True,
@@ -234,6 +250,7 @@ def heatmap(
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
     half: Half = False,
+    scales: Scales = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -241,7 +258,9 @@ def heatmap(
     from densecls import formats, render
     from densecls.classes import resolve_class
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
+    clf = _classifier(
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
+    )
     selections = [resolve_class(q, clf.meta.categories) for q in class_]
     for sel in selections:
         if sel.note and not quiet:
@@ -260,16 +279,17 @@ def heatmap(
         paths = iter(outputs(item))
         top1 = _top1_labels(dmap) if grid else None
         for sel in selections:
-            heat = dmap.heat(sel.indices).numpy()
-            picture = render.heat_overlay(
-                image, heat, dmap.grid, colormap=colormap, alpha=alpha, scale=scale
+            layers = [(m.heat(sel.indices).numpy(), m.grid) for m in dmap.all_scales()]
+            heat = render.combine_heat(layers, combine)  # type: ignore[arg-type]
+            picture = render.overlay_pixels(
+                image, heat, colormap=colormap, alpha=alpha, scale=scale
             )
             if grid:
                 picture = render.draw_grid(picture, dmap.grid, top1)
             if legend:
                 picture = render.add_legend(
                     picture, title=sel.label, colormap=colormap, scale=scale,
-                    vmin=float(heat.min()), vmax=float(heat.max()),
+                    vmin=render.value_range(heat)[0], vmax=render.value_range(heat)[1],
                 )  # fmt: skip
             formats.write_png(next(paths), picture, clobber=not no_clobber)
             if raw:
@@ -292,6 +312,7 @@ def labelmap(
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Colour opacity.")] = 0.5,
     legend: Annotated[bool, typer.Option(help="List the classes present.")] = True,
     grid: Annotated[bool, typer.Option(help="Draw cell boundaries and top-1 labels.")] = False,
+    combine: CombineOpt = "mean",
     device: DeviceOpt = "auto",
     batch_size: BatchSize = 4,
     recursive: Recursive = True,
@@ -302,23 +323,34 @@ def labelmap(
     max_pixels: MaxPixels = None,
     max_memory: MaxMemory = None,
     half: Half = False,
+    scales: Scales = None,
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
     """Write <stem>.labels.png: each cell's top-1 class in its own colour, with a legend."""
     from densecls import formats, render
 
-    clf = _classifier(model, weights, labels, size, pool, device, batch_size, max_memory, half)
+    clf = _classifier(
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
+    )
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
 
     def outputs(item: InputItem) -> list[Path]:
         return [_path(output_dir, item, ".labels.png", all_frames)]
 
     def handle(item: InputItem, dmap: DenseMap, image: Any) -> None:
-        top1 = dmap.argmax().numpy()
-        picture = render.label_map(
-            image, top1, dmap.categories, dmap.grid, alpha=alpha, legend=False
-        )
+        if dmap.others:
+            layers = [(m.probs.numpy(), m.grid) for m in dmap.all_scales()]
+            pixels = render.combine_labels(layers, combine)  # type: ignore[arg-type]
+            picture = render.label_map_pixels(
+                image, pixels, dmap.categories, alpha=alpha, legend=False
+            )
+            top1 = pixels[pixels >= 0]
+        else:
+            top1 = dmap.argmax().numpy()
+            picture = render.label_map(
+                image, top1, dmap.categories, dmap.grid, alpha=alpha, legend=False
+            )
         if grid:
             picture = render.draw_grid(picture, dmap.grid, _top1_labels(dmap))
         if legend:

@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from densecls.grid import Grid
     from densecls.images import InputItem
     from densecls.infer import DenseMap
 
 __all__ = [
     "CSV_HEADER",
+    "CSV_SCALE_HEADER",
     "atomic_writer",
     "csv_rows",
     "map_json",
@@ -40,41 +42,54 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 CSV_HEADER = ("image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "index", "score")
+CSV_SCALE_HEADER = (*CSV_HEADER, "scale")
 
 
 def _record(dmap: DenseMap, top_k: int) -> dict[str, Any]:
     """The JSON object of one image; the only place its keys are spelled."""
     grid = dmap.grid
-    values, indices = dmap.top(top_k)
-    cells = []
-    for row in range(grid.rows):
-        for col in range(grid.cols):
-            top = [
-                _score_obj(dmap.categories[i], i, v)
-                for i, v in zip(
-                    indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True
-                )
-            ]
-            cells.append({"row": row, "col": col, "box": list(grid.box(row, col)), "top": top})
-    return {
+    record = {
         "image": dmap.image,
         "width": grid.image_size[1],
         "height": grid.image_size[0],
         "model": dmap.model,
         "pool": dmap.pool,
         "method": dmap.method,
-        "grid": {
-            "rows": grid.rows,
-            "cols": grid.cols,
-            "stride": _pair(grid.stride),
-            "window": _pair(grid.window),
-            "offset": _pair(grid.offset),
-            "input_size": list(grid.input_size),
-        },
+        "grid": _grid_obj(grid),
         "overall": [_score_obj(s.label, s.index, s.score) for s in dmap.overall(top_k)],
-        "cells": cells,
+        "cells": _cells(dmap, top_k),
         "notes": list(dmap.notes),
     }
+    if dmap.others:
+        # --scales: every scale's grid and cells; the top-level ones are the first scale's.
+        record["scales"] = [
+            {"scale": m.scale, "grid": _grid_obj(m.grid), "cells": _cells(m, top_k)}
+            for m in dmap.all_scales()
+        ]
+    return record
+
+
+def _grid_obj(grid: Grid) -> dict[str, Any]:
+    return {
+        "rows": grid.rows,
+        "cols": grid.cols,
+        "stride": _pair(grid.stride),
+        "window": _pair(grid.window),
+        "offset": _pair(grid.offset),
+        "input_size": list(grid.input_size),
+    }
+
+
+def _cells(dmap: DenseMap, top_k: int) -> list[dict[str, Any]]:
+    grid = dmap.grid
+    values, indices = dmap.top(top_k)
+    cells = []
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            ranked = zip(indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True)
+            top = [_score_obj(dmap.categories[i], i, v) for i, v in ranked]
+            cells.append({"row": row, "col": col, "box": list(grid.box(row, col)), "top": top})
+    return cells
 
 
 def map_json(dmap: DenseMap, *, top_k: int = 5, indent: int | None = None) -> str:
@@ -83,16 +98,21 @@ def map_json(dmap: DenseMap, *, top_k: int = 5, indent: int | None = None) -> st
 
 
 def csv_rows(dmap: DenseMap, *, top_k: int = 5) -> Iterator[tuple[Any, ...]]:
-    """One CSV row per cell and rank, in :data:`CSV_HEADER` order."""
-    values, indices = dmap.top(top_k)
-    grid = dmap.grid
-    for row in range(grid.rows):
-        for col in range(grid.cols):
-            box = grid.box(row, col)
-            ranked = zip(indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True)
-            for rank, (index, score) in enumerate(ranked, start=1):
-                label = dmap.categories[index]
-                yield (dmap.image, row, col, *box, rank, label, index, round(score, 6))
+    """One CSV row per cell and rank, in :data:`CSV_HEADER` order; with --scales, every
+    scale's rows, each ending in its scale (:data:`CSV_SCALE_HEADER`)."""
+    for m in dmap.all_scales():
+        values, indices = m.top(top_k)
+        grid = m.grid
+        extra = (m.scale,) if dmap.others else ()
+        for row in range(grid.rows):
+            for col in range(grid.cols):
+                box = grid.box(row, col)
+                ranked = zip(
+                    indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True
+                )
+                for rank, (index, score) in enumerate(ranked, start=1):
+                    label = m.categories[index]
+                    yield (m.image, row, col, *box, rank, label, index, round(score, 6), *extra)
 
 
 def csv_text(rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]]) -> str:
@@ -196,6 +216,3 @@ def _reason(exc: OSError) -> str:
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-_ = ("Score",)  # re-exported name for type checkers only

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ __all__ = [
     "DenseMap",
     "ItemResult",
     "Score",
+    "parse_scales",
     "parse_shape",
     "parse_size",
     "resolve_device",
@@ -69,10 +70,17 @@ class DenseMap:
     pool: str
     method: str
     notes: tuple[str, ...] = ()
+    scale: float = 1.0
+    others: tuple[DenseMap, ...] = ()  # the same image at the further --scales
+
+    def all_scales(self) -> tuple[DenseMap, ...]:
+        """This map and the maps of the further scales, in --scales order."""
+        return (self, *self.others)
 
     def overall(self, k: int = 5) -> list[Score]:
-        """Top-``k`` classes of the whole image: the mean of the cell probabilities."""
-        mean = self.probs.mean(dim=(1, 2))
+        """Top-``k`` classes of the whole image: the mean of the cell probabilities (at
+        several scales, the mean of each scale's mean)."""
+        mean = torch.stack([m.probs.mean(dim=(1, 2)) for m in self.all_scales()]).mean(0)
         values, indices = mean.topk(min(k, mean.numel()))
         return [self._score(i, v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
 
@@ -147,6 +155,7 @@ class _Prepared:
     image_size: tuple[int, int]
     notes: tuple[str, ...]
     original: Image.Image | None = None
+    scale_index: int = 0
 
 
 class DenseClassifier:
@@ -164,6 +173,8 @@ class DenseClassifier:
             now); an image that needs more is refused with an estimate.
         half: run under autocast, float16 on CUDA and bfloat16 on CPU: faster on GPUs,
             at a small cost in exactness (``benchmarks/half.py`` measures it).
+        scales: factors of ``size``; each image runs at every scale and the result's
+            ``others`` hold the further scales' maps.
     """
 
     def __init__(
@@ -178,9 +189,14 @@ class DenseClassifier:
         batch_size: int = 4,
         max_memory: int | None = None,
         half: bool = False,
+        scales: Sequence[float] = (1.0,),
     ) -> None:
         if batch_size < 1:
             raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
+        if not scales or any(not (0 < f <= 16) for f in scales):
+            shown = ",".join(f"{f:g}" for f in scales)
+            raise DenseclsError(f"--scales {shown!r}: factors must be in (0, 16]; e.g. 1,1.5,2")
+        self.scales = tuple(float(f) for f in scales)
         self.device = resolve_device(device)
         loaded = (
             load_model(model, weights=weights, labels=labels) if isinstance(model, str) else model
@@ -216,7 +232,8 @@ class DenseClassifier:
             image = open_image(image)
         elif isinstance(image, Image.Image):
             image = image_from_pil(image, name=name or "<image>")
-        return self._run([self._prepare(0, name or "<image>", image)])[0]
+        maps = [self._run([p])[0] for p in self._prepare(0, name or "<image>", image)]
+        return replace(maps[0], others=tuple(maps[1:]))
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -237,7 +254,7 @@ class DenseClassifier:
         decoded original to each result, for rendering.
         """
 
-        def load(key: int, item: InputItem) -> _Prepared:
+        def load(key: int, item: InputItem) -> list[_Prepared]:
             img = open_image(
                 item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames
             )
@@ -245,7 +262,7 @@ class DenseClassifier:
 
         ahead = max(2, 2 * self.batch_size)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending: list[tuple[InputItem, Future[_Prepared]]] = []
+            pending: list[tuple[InputItem, Future[list[_Prepared]]]] = []
             for key, item in enumerate(items):
                 pending.append((item, pool.submit(load, key, item)))
                 if len(pending) >= ahead:
@@ -253,47 +270,46 @@ class DenseClassifier:
             yield from self._drain(pending, keep=0)
 
     def _drain(
-        self, pending: list[tuple[InputItem, Future[_Prepared]]], keep: int
+        self, pending: list[tuple[InputItem, Future[list[_Prepared]]]], keep: int
     ) -> Iterator[ItemResult]:
         """Finish the oldest items, batching neighbours of the same input size."""
         while len(pending) > keep:
             take = pending[: self.batch_size]
-            ready: list[tuple[InputItem, _Prepared | DenseclsError]] = []
+            ready: list[tuple[InputItem, list[_Prepared] | DenseclsError]] = []
             for item, fut in take:
                 try:
                     ready.append((item, fut.result()))
                 except DenseclsError as err:
                     ready.append((item, err))
             del pending[: len(take)]
-            groups: dict[Any, list[_Prepared]] = {}
-            for _, prep in ready:
-                if isinstance(prep, _Prepared):
-                    groups.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)
-            # A batch may hold only as many images as --max-memory allows; images that
-            # need tiling run alone.
-            groups = {
-                (size, i): group[i : i + fit]
-                for size, group in groups.items()
-                for fit in [max(1, self.max_memory // max(1, self.memory_needed(size)))]
-                for i in range(0, len(group), fit)
-            }
-            results: dict[int, DenseMap | DenseclsError] = {}
-            for group in groups.values():
-                try:
-                    for prep, dmap in zip(group, self._run(group), strict=True):
-                        results[prep.key] = dmap
-                except DenseclsError as err:
-                    for prep in group:
-                        results[prep.key] = err
-            for item, prep in ready:
-                if isinstance(prep, DenseclsError):
-                    yield ItemResult(item, None, prep)
+            by_size: dict[tuple[int, int], list[_Prepared]] = {}
+            for _, preps in ready:
+                for prep in preps if isinstance(preps, list) else ():
+                    by_size.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)  # type: ignore[arg-type]
+            results: dict[tuple[int, int], DenseMap | DenseclsError] = {}
+            for size, same in by_size.items():
+                # A batch holds only as many images as --max-memory allows; images that
+                # need tiling run alone.
+                fit = max(1, self.max_memory // max(1, self.memory_needed(size)))
+                for group in (same[i : i + fit] for i in range(0, len(same), fit)):
+                    try:
+                        for prep, dmap in zip(group, self._run(group), strict=True):
+                            results[prep.key, prep.scale_index] = dmap
+                    except DenseclsError as err:
+                        for prep in group:
+                            results[prep.key, prep.scale_index] = err
+            for item, preps in ready:
+                if isinstance(preps, DenseclsError):
+                    yield ItemResult(item, None, preps)
                     continue
-                res = results[prep.key]
-                if isinstance(res, DenseclsError):
-                    yield ItemResult(item, None, res)
+                maps = [results[p.key, p.scale_index] for p in preps]
+                error = next((m for m in maps if isinstance(m, DenseclsError)), None)
+                if error is not None:
+                    yield ItemResult(item, None, error)
                 else:
-                    yield ItemResult(item, res, None, prep.original)
+                    first, *rest = maps
+                    dmap = replace(first, others=tuple(rest))  # type: ignore[arg-type]
+                    yield ItemResult(item, dmap, None, preps[0].original)
 
     # -- the work ----------------------------------------------------------------------------
 
@@ -309,21 +325,30 @@ class DenseClassifier:
             )
         return int(self._bytes_per_pixel * input_size[0] * input_size[1])
 
-    def _prepare(self, key: int, name: str, loaded: LoadedImage, keep: bool = False) -> _Prepared:
-        (h, w), note = self.input_size(loaded.size)
-        if self._tile_size((h, w)) is None:
-            need = self.memory_needed((h, w))
-            raise DenseclsError(
-                f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and "
-                f"even one tile is over --max-memory {format_bytes(self.max_memory)}; "
-                "lower --size or raise --max-memory"
-            )
-        img = loaded.image
-        if (h, w) != loaded.size:
-            img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        tensor = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-        notes = (*loaded.notes, *([note] if note else []))
-        return _Prepared(key, name, tensor, loaded.size, notes, loaded.image if keep else None)
+    def _prepare(
+        self, key: int, name: str, loaded: LoadedImage, keep: bool = False
+    ) -> list[_Prepared]:
+        """The network inputs of one image, one per scale (uint8, resized, no crop)."""
+        preps = []
+        for index, factor in enumerate(self.scales):
+            size = self.size if self.size is not None else min(loaded.size)
+            wanted = None if factor == 1.0 and self.size is None else max(1, round(size * factor))
+            (h, w), note = plan_input_size(loaded.size, wanted, self.meta.native_size)
+            if self._tile_size((h, w)) is None:
+                need = self.memory_needed((h, w))
+                raise DenseclsError(
+                    f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and "
+                    f"even one tile is over --max-memory {format_bytes(self.max_memory)}; "
+                    "lower --size or raise --max-memory"
+                )
+            img = loaded.image
+            if (h, w) != loaded.size:
+                img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+            tensor = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+            notes = (*loaded.notes, *([note] if note else [])) if index == 0 else ()
+            original = loaded.image if keep and index == 0 else None
+            preps.append(_Prepared(key, name, tensor, loaded.size, notes, original, index))
+        return preps
 
     def _tile_size(self, input_size: tuple[int, int]) -> int | None:
         """Square tile side that fits --max-memory: 0 when no tiling is needed, None when
@@ -427,6 +452,7 @@ class DenseClassifier:
                     pool=conv.pool,
                     method=conv.method,
                     notes=(*conv.notes, *p.notes, *extra),
+                    scale=self.scales[p.scale_index],
                 )
             )
         return maps
@@ -502,3 +528,11 @@ def _activation_bytes_per_pixel(
         for h in handles:
             h.remove()
     return 3 * largest / (native[0] * native[1])
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``--scales 1,1.5,2`` → ``(1.0, 1.5, 2.0)``."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise DenseclsError(f"--scales {text!r}: not a list of numbers; e.g. 1,1.5,2") from None

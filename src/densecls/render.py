@@ -25,16 +25,24 @@ from densecls.errors import DenseclsError
 from densecls.grid import Grid
 
 __all__ = [
+    "Combine",
     "add_legend",
+    "combine_heat",
+    "combine_labels",
     "draw_grid",
     "heat_overlay",
     "label_legend",
     "label_map",
+    "label_map_pixels",
+    "overlay_pixels",
     "raw_heat",
+    "raw_pixels",
     "upsample_heat",
+    "value_range",
 ]
 
 Scale = Literal["prob", "minmax"]
+Combine = Literal["mean", "max"]
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 _SUGGESTED_COLORMAPS = "inferno, viridis, turbo, magma, plasma"
@@ -102,6 +110,112 @@ def raw_heat(heat: np.ndarray, grid: Grid) -> Image.Image:
     up = np.clip(_upsample_covered(values, grid), 0.0, 1.0)
     out[y0:y1, x0:x1] = np.floor(up * np.float32(255) + np.float32(0.5)).astype(np.uint8)
     return Image.fromarray(out, "L")
+
+
+# --- several scales ------------------------------------------------------------------------
+
+
+def combine_heat(maps: Sequence[tuple[np.ndarray, Grid]], how: Combine = "mean") -> np.ndarray:
+    """Maps of one image at several scales, each upsampled to the image and combined per
+    pixel (mean or max over the scales whose windows cover it); NaN where none does."""
+    if how not in ("mean", "max"):
+        raise DenseclsError(f"--combine {how!r}: unknown combination; use mean or max")
+    stack = np.stack([upsample_heat(heat, grid) for heat, grid in maps])
+    covered = ~np.isnan(stack)
+    if how == "max":
+        out = np.where(covered, stack, -np.inf).max(axis=0)
+    else:
+        count = covered.sum(axis=0)
+        out = np.where(covered, stack, 0.0).sum(axis=0) / np.maximum(count, 1)
+    out[~covered.any(axis=0)] = np.nan
+    return out.astype(np.float32)
+
+
+def combine_labels(maps: Sequence[tuple[np.ndarray, Grid]], how: Combine = "mean") -> np.ndarray:
+    """Per-pixel top-1 class of ``[classes, rows, cols]`` probability maps at several scales,
+    combined as :func:`combine_heat`; -1 where no window covers the pixel.
+
+    Only classes that win some cell at some scale can win a pixel, so only those are
+    upsampled.
+    """
+    candidates = np.unique(np.concatenate([p.argmax(axis=0).ravel() for p, _ in maps]))
+    combined = np.stack([combine_heat([(p[c], g) for p, g in maps], how) for c in candidates])
+    uncovered = np.isnan(combined[0])
+    best = candidates[np.nan_to_num(combined, nan=-1.0).argmax(axis=0)]
+    best[uncovered] = -1
+    return best
+
+
+def overlay_pixels(
+    image: Image.Image,
+    heat: np.ndarray,
+    *,
+    colormap: str = "inferno",
+    alpha: float = 0.5,
+    scale: Scale = "prob",
+) -> Image.Image:
+    """Like :func:`heat_overlay` for a heat map already at the image size (NaN = no heat)."""
+    values = np.asarray(heat, dtype=np.float32)
+    rgb = image.convert("RGB")
+    if values.shape != (rgb.height, rgb.width):
+        raise DenseclsError(
+            f"heat: shape {values.shape} does not match the image's {rgb.height}×{rgb.width}; "
+            "pass a map at the image size"
+        )
+    lut = _lut(colormap)
+    _check_alpha(alpha)
+    covered = ~np.isnan(values)
+    if not covered.any():
+        return rgb
+    lo, hi = _scale_range(values[covered], scale)
+    norm = (np.where(covered, values, lo) - np.float32(lo)) / np.float32(hi - lo)
+    colours = np.take(lut, _lut_index(norm), axis=0)
+    out = np.array(rgb)
+    out[covered] = _blend(out[covered], colours[covered], alpha)
+    return Image.fromarray(out, "RGB")
+
+
+def value_range(heat: np.ndarray) -> tuple[float, float]:
+    """Lowest and highest value of a heat map, ignoring NaN (uncovered); (0, 0) if empty."""
+    values = np.asarray(heat, dtype=np.float32)
+    values = values[~np.isnan(values)]
+    return (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+
+
+def raw_pixels(heat: np.ndarray) -> Image.Image:
+    """Like :func:`raw_heat` for a heat map already at the image size (NaN = 0)."""
+    up = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    return Image.fromarray(np.floor(up * np.float32(255) + np.float32(0.5)).astype(np.uint8), "L")
+
+
+def label_map_pixels(
+    image: Image.Image,
+    labels: np.ndarray,
+    names: Sequence[str],
+    *,
+    alpha: float = 0.5,
+    legend: bool = True,
+) -> Image.Image:
+    """Like :func:`label_map` for per-pixel labels (-1 = uncovered, left untouched)."""
+    rgb = image.convert("RGB")
+    classes = np.asarray(labels)
+    if classes.shape != (rgb.height, rgb.width):
+        raise DenseclsError(
+            f"labels: shape {classes.shape} does not match the image's "
+            f"{rgb.height}×{rgb.width}; pass labels at the image size"
+        )
+    _check_alpha(alpha)
+    covered = classes >= 0
+    present = _check_label_values(classes[covered], names)
+    out = np.array(rgb)
+    if present.size:
+        order = _rank_classes(present)[0]
+        rank = np.zeros(len(names), dtype=np.intp)
+        rank[order] = np.arange(len(order))
+        palette = _palette()
+        out[covered] = _blend(out[covered], palette[rank[present] % len(palette)], alpha)
+    painted = Image.fromarray(out, "RGB")
+    return label_legend(painted, present, names) if legend and present.size else painted
 
 
 def add_legend(

@@ -1,0 +1,322 @@
+"""timm classifiers (``--model timm:NAME``, the optional ``densecls[timm]`` extra).
+
+timm's own contract does the work: ``create_model`` and its pretrained configs give the
+weights, mean, std and input size; ``forward_features`` / ``forward_head`` split the model,
+and the head's modules are listed in order for the layer-by-layer rewrite in
+:mod:`densecls.convert`. Heads that cannot be listed exactly (max or attention pooling,
+class tokens, channels-last norms) return no split, and the model runs as a sliding window.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor, nn
+
+from densecls.convert import Split, _convert_head
+from densecls.errors import DenseclsError
+from densecls.models import (
+    TIMM_PREFIX,
+    LoadedModel,
+    ModelMeta,
+    _load_state,
+    _num_classes,
+    _read_state_dict,
+    _reason,
+)
+
+__all__ = ["load_timm", "split_timm", "timm_loaded"]
+
+# Global pools that are a plain mean over H, W ("fast" is timm's name for the same mean).
+_AVG_POOLS = ("avg", "fast", "fastavg")
+# An input size no fixed-size model accepts, to probe the backbone: not square, not native.
+_PROBE_SIZE = (128, 160)
+_MAX_SUGGESTIONS = 5
+
+
+def load_timm(
+    name: str, *, weights: str | Path | None = None, path: Path | None = None
+) -> LoadedModel:
+    """Load a timm classifier in eval mode.
+
+    Args:
+        name: a timm model name, optionally with a pretrained tag (``resnet50.a1_in1k``).
+        weights: ``DEFAULT`` or a timm pretrained tag; ignored when ``path`` is given.
+        path: a local state_dict for this architecture; its classifier sets the class count.
+
+    Raises:
+        DenseclsError: timm missing, unknown model or tag, weights that cannot be
+            downloaded, or a checkpoint that does not fit.
+    """
+    name = name.strip()
+    timm = _import_timm(name)
+    arch, _, tag = name.partition(".")
+    _check_arch(timm, arch)
+    if path is not None:
+        if tag:
+            _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
+        return timm_loaded(_from_checkpoint(timm, name, path), name, weights=str(path))
+    choice = "" if weights is None else str(weights).strip()
+    if choice.upper() == "DEFAULT":
+        choice = ""
+    if choice and tag and choice != tag:
+        raise DenseclsError(
+            f"--weights {choice}: --model {TIMM_PREFIX}{name} already names weights {tag}; "
+            "give the tag in one place only"
+        )
+    if choice:
+        _check_tag(timm, arch, choice, f"--weights {choice}")
+    elif tag:
+        _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
+    elif not timm.list_pretrained(f"{arch}.*"):
+        raise DenseclsError(
+            f"--model {TIMM_PREFIX}{name}: timm has no pretrained weights for it; "
+            "pass --weights PATH with a state_dict for this architecture"
+        )
+    full = f"{arch}.{choice or tag}" if choice or tag else arch
+    module = _download(timm, name, full)
+    cfg = module.pretrained_cfg
+    label = f"{cfg.get('architecture', arch)}.{cfg['tag']}" if cfg.get("tag") else full
+    return timm_loaded(module, name, weights=label, categories=_pretrained_categories(module))
+
+
+def timm_loaded(
+    module: nn.Module,
+    name: str,
+    *,
+    weights: str = "random",
+    categories: tuple[str, ...] | None = None,
+) -> LoadedModel:
+    """Wrap a timm model with the metadata from its pretrained config.
+
+    Args:
+        module: a model from ``timm.create_model``.
+        name: its timm name, without the ``timm:`` prefix.
+        weights: where the weights came from, for people.
+        categories: class names; by default ImageNet's for 1000 classes, else ``class_{i}``.
+    """
+    from timm.data import resolve_model_data_config
+
+    from densecls.classes import imagenet_categories
+
+    name = name.strip().removeprefix(TIMM_PREFIX)
+    if categories is None:
+        n = int(module.num_classes)
+        categories = imagenet_categories() if n == 1000 else tuple(f"class_{i}" for i in range(n))
+    cfg = resolve_model_data_config(module)
+    _, height, width = cfg["input_size"]
+    meta = ModelMeta(
+        name=f"{TIMM_PREFIX}{name}",
+        family="timm",
+        categories=tuple(categories),
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        native_size=(int(height), int(width)),
+        weights=weights,
+    )
+    return LoadedModel(module.eval(), meta)
+
+
+def split_timm(module: nn.Module) -> Split | None:
+    """Split a timm model into ``forward_features`` and its original head modules.
+
+    Returns ``None`` when the head cannot be listed exactly as layers that convert,
+    so that the model runs as a sliding window instead.
+    """
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    if cfg.get("fixed_input_size"):
+        return None
+    layers = _head_layers(module)
+    if layers is None:
+        return None
+    head = nn.Sequential(*layers)
+    try:
+        _convert_head(head, (1, 1), "window")
+    except DenseclsError:
+        return None  # a head layer with no dense form (e.g. BatchNorm, timm's own GELU)
+    nhwc = getattr(module, "output_fmt", "NCHW") == "NHWC"
+    split = Split(TimmFeatures(module, channels_last=nhwc), head)
+    return split if _same_as_forward_head(module, split) else None
+
+
+class TimmFeatures(nn.Module):
+    """``model.forward_features(x)`` as an NCHW map."""
+
+    def __init__(self, model: nn.Module, *, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.model.forward_features(x)
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _import_timm(name: str) -> ModuleType:
+    try:
+        import timm
+    except ImportError:
+        raise DenseclsError(
+            f"--model {TIMM_PREFIX}{name}: needs the timm extra; pip install 'densecls[timm]'"
+        ) from None
+    return timm
+
+
+def _check_arch(timm: ModuleType, arch: str) -> None:
+    if timm.is_model(arch):
+        return
+    names = timm.list_models()
+    close = difflib.get_close_matches(arch, names, n=_MAX_SUGGESTIONS, cutoff=0.6)
+    if not close and arch:
+        close = timm.list_models(f"*{arch}*")[:_MAX_SUGGESTIONS]
+    hint = f" (close: {', '.join(TIMM_PREFIX + c for c in close)})" if close else ""
+    raise DenseclsError(
+        f"--model {TIMM_PREFIX}{arch}: timm has no such model{hint}; "
+        "pick a name from timm.list_models()"
+    )
+
+
+def _check_tag(timm: ModuleType, arch: str, tag: str, where: str) -> None:
+    available = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+    if tag in available:
+        return
+    listed = ", ".join(["DEFAULT", *available]) if available else "none"
+    raise DenseclsError(
+        f"{where}: timm has no weights {tag!r} for {arch}; use one of {listed} "
+        "or --weights PATH with a local state_dict"
+    )
+
+
+def _download(timm: ModuleType, name: str, full: str) -> nn.Module:
+    try:
+        return timm.create_model(full, pretrained=True)
+    # The hub's network and cache errors are OSErrors; a damaged cached file fails in
+    # torch.load (RuntimeError) or safetensors (ValueError-like messages, caught below).
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DenseclsError(
+            f"--model {TIMM_PREFIX}{name}: timm could not load or download the pretrained "
+            f"weights {full} ({_reason(exc)}); connect to the network once, "
+            "or pass --weights PATH"
+        ) from None
+
+
+def _from_checkpoint(timm: ModuleType, name: str, path: Path) -> nn.Module:
+    state = _read_state_dict(path)
+    module = timm.create_model(name, pretrained=False)
+    num_classes = _num_classes(state, _classifier_key(module, name), path)
+    if num_classes != module.num_classes:
+        module = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    _load_state(module, state, path)
+    return module
+
+
+def _classifier_key(module: nn.Module, name: str) -> str:
+    """The state_dict key of the classifier's weight, to read the class count from."""
+    classifier = module.get_classifier()
+    if isinstance(classifier, tuple | list):  # distilled models: (head, head_dist)
+        classifier = classifier[0]
+    prefix = next((n for n, m in module.named_modules() if m is classifier), None)
+    key = None
+    for pname, param in classifier.named_parameters():
+        if pname.endswith("weight") and param.shape[:1] == (module.num_classes,):
+            key = f"{prefix}.{pname}" if prefix else pname
+    if prefix is None or key is None:
+        raise DenseclsError(
+            f"--model {TIMM_PREFIX}{name}: cannot find its classifier; report this model"
+        )
+    return key
+
+
+def _pretrained_categories(module: nn.Module) -> tuple[str, ...] | None:
+    """Class names for timm's ImageNet subsets (in12k, in22k); ``None``: the default."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    if module.num_classes == 1000:
+        return None
+    subset = infer_imagenet_subset(module)
+    if not subset:
+        return None
+    # timm's descriptions list a synset's lemmas; the first is the everyday name.
+    names = tuple(d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions())
+    return names if len(names) == module.num_classes else None
+
+
+# --- the head --------------------------------------------------------------------------
+
+
+def _head_layers(module: nn.Module) -> list[nn.Module] | None:
+    """What ``forward_head`` runs, as modules in order; ``None`` when it is not a list."""
+    from timm.layers import ClassifierHead, NormMlpClassifierHead, SelectAdaptivePool2d
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    head = getattr(module, "head", None)
+    if isinstance(head, ClassifierHead):
+        pool = _mean_pool(head.global_pool)
+        return None if pool is None else [*pool, head.drop, head.fc, head.flatten]
+    if isinstance(head, NormMlpClassifierHead):
+        # The norm runs on the pooled N×C×1×1 map, before the flatten.
+        pool = _mean_pool(head.global_pool)
+        if pool is None:
+            return None
+        return [*pool, head.norm, head.flatten, *_unpack(head.pre_logits), head.drop, head.fc]
+    pool_module = getattr(module, "global_pool", None)
+    if not isinstance(pool_module, SelectAdaptivePool2d):
+        return None  # token heads (ViT, DeiT, BEiT, EVA, …) and attention pooling
+    pool = _mean_pool(pool_module)
+    if pool is None:
+        return None
+    classifier = module.get_classifier()
+    if not isinstance(classifier, nn.Module):
+        return None
+    if isinstance(module, MobileNetV3):  # MobileNetV3/V4, LCNet, FBNetV3: a 1×1 conv head
+        names = ("conv_head", "norm_head", "act2", "flatten")
+        return [*pool, *(getattr(module, n) for n in names), classifier]
+    # ResNet, EfficientNet, DenseNet, …: pool, (functional) dropout, classifier.
+    return [*pool, classifier]
+
+
+def _mean_pool(pool: nn.Module) -> list[nn.Module] | None:
+    """timm's SelectAdaptivePool2d as a global average (+ flatten), if it is one."""
+    if pool.pool_type.lower() not in _AVG_POOLS:
+        return None  # max, avgmax, catavgmax: a window average would not be exact
+    inner = pool.pool
+    if isinstance(inner, nn.AdaptiveAvgPool2d) and inner.output_size not in (1, (1, 1)):
+        return None
+    flattens = not isinstance(pool.flatten, nn.Identity) or bool(getattr(inner, "flatten", False))
+    return [nn.AdaptiveAvgPool2d(1), *([nn.Flatten(1)] if flattens else [])]
+
+
+def _unpack(layer: nn.Module) -> list[nn.Module]:
+    return list(layer) if isinstance(layer, nn.Sequential) else [layer]
+
+
+@torch.inference_mode()
+def _same_as_forward_head(module: nn.Module, split: Split) -> bool:
+    """Check the listed head against timm's own ``forward_head`` on a real feature map.
+
+    The layer lists above follow timm's classes; a model whose ``forward_head`` does more,
+    or whose backbone needs one fixed input size, gets no split instead of a wrong one.
+    """
+    p = next(module.parameters())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, *_PROBE_SIZE, generator=gen).to(p.device, p.dtype)
+    try:
+        raw = module.forward_features(x)
+        if not isinstance(raw, Tensor) or raw.ndim != 4:
+            return False
+        feats = raw.permute(0, 3, 1, 2) if split.features.channels_last else raw  # type: ignore[union-attr]
+        ours = split.head(feats)
+        ref = module.forward_head(raw)
+    # timm asserts on input sizes it cannot take; a mislisted head fails on shapes.
+    except (AssertionError, RuntimeError, ValueError):
+        return False
+    if not isinstance(ref, Tensor) or ours.shape != ref.shape or ref.ndim != 2:
+        return False
+    scale = max(1.0, float(ref.abs().max()))
+    return bool(torch.allclose(ours.float(), ref.float(), rtol=1e-4, atol=1e-4 * scale))
