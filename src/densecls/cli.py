@@ -293,9 +293,7 @@ def heatmap(
                 )  # fmt: skip
             formats.write_png(next(paths), picture, clobber=not no_clobber)
             if raw:
-                formats.write_png(
-                    next(paths), render.raw_heat(heat, dmap.grid), clobber=not no_clobber
-                )
+                formats.write_png(next(paths), render.raw_pixels(heat), clobber=not no_clobber)
 
     raise typer.Exit(_run(clf, inputs, handle, outputs if skip_existing else None, keep_image=True))
 
