@@ -272,3 +272,29 @@ def test_skip_existing_resumes(good: list[Path], tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert [json.loads(x)["image"] for x in result.stdout.splitlines()] == [str(good[1])]
     assert "1 succeeded, 0 failed, 1 skipped" in result.stderr
+
+
+def test_progress_bar_on_a_terminal_and_quiet_off(
+    good: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    import densecls.cli as cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        cli, "err", Console(file=screen, force_terminal=True, width=100, highlight=False)
+    )
+    result = run("predict", *good, "-f", "jsonl")
+    assert result.exit_code == 0
+    shown = screen.getvalue()
+    assert "densecls" in shown and "2/2" in shown
+    assert "2 succeeded, 0 failed, 0 skipped" in shown
+    assert len(result.stdout.splitlines()) == 2  # the bar never reaches stdout
+
+    screen.truncate(0)
+    screen.seek(0)
+    run("predict", *good, "-f", "jsonl", "--quiet")
+    assert screen.getvalue() == ""
