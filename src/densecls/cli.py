@@ -584,6 +584,8 @@ def _progress() -> Any:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        # Results go to the real stdout, never through the bar.
+        redirect_stdout=False, redirect_stderr=False,
     )  # fmt: skip
 
 

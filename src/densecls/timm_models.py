@@ -35,6 +35,8 @@ _AVG_POOLS = ("avg", "fast", "fastavg")
 # An input size no fixed-size model accepts, to probe the backbone: not square, not native.
 _PROBE_SIZE = (128, 160)
 _MAX_SUGGESTIONS = 5
+# Layers some models run between the global pool and the classifier, in this order.
+_POST_POOL = ("conv_head", "norm_head", "act2", "flatten")
 
 
 def load_timm(
@@ -129,17 +131,17 @@ def split_timm(module: nn.Module) -> Split | None:
     cfg = getattr(module, "pretrained_cfg", None) or {}
     if cfg.get("fixed_input_size"):
         return None
-    layers = _head_layers(module)
-    if layers is None:
+    candidates = [c for c in _head_candidates(module) if _has_dense_form(c)]
+    if not candidates:
         return None
-    head = nn.Sequential(*layers)
-    try:
-        _convert_head(head, (1, 1), "window")
-    except DenseclsError:
-        return None  # a head layer with no dense form (e.g. BatchNorm, timm's own GELU)
-    nhwc = getattr(module, "output_fmt", "NCHW") == "NHWC"
-    split = Split(TimmFeatures(module, channels_last=nhwc), head)
-    return split if _same_as_forward_head(module, split) else None
+    channels_last = getattr(module, "output_fmt", "NCHW") == "NHWC"
+    probe = _probe_forward_head(module, channels_last)
+    if probe is None:
+        return None
+    for head in candidates:
+        if _reproduces(head, *probe):
+            return Split(TimmFeatures(module, channels_last=channels_last), head)
+    return None
 
 
 class TimmFeatures(nn.Module):
@@ -250,35 +252,38 @@ def _pretrained_categories(module: nn.Module) -> tuple[str, ...] | None:
 # --- the head --------------------------------------------------------------------------
 
 
-def _head_layers(module: nn.Module) -> list[nn.Module] | None:
-    """What ``forward_head`` runs, as modules in order; ``None`` when it is not a list."""
+def _head_candidates(module: nn.Module) -> list[nn.Sequential]:
+    """What ``forward_head`` may run, as modules in order; the probe picks the one it does."""
     from timm.layers import ClassifierHead, NormMlpClassifierHead, SelectAdaptivePool2d
-    from timm.models.mobilenetv3 import MobileNetV3
 
     head = getattr(module, "head", None)
     if isinstance(head, ClassifierHead):
         pool = _mean_pool(head.global_pool)
-        return None if pool is None else [*pool, head.drop, head.fc, head.flatten]
+        return [] if pool is None else [nn.Sequential(*pool, head.drop, head.fc, head.flatten)]
     if isinstance(head, NormMlpClassifierHead):
         # The norm runs on the pooled N×C×1×1 map, before the flatten.
         pool = _mean_pool(head.global_pool)
         if pool is None:
-            return None
-        return [*pool, head.norm, head.flatten, *_unpack(head.pre_logits), head.drop, head.fc]
-    pool_module = getattr(module, "global_pool", None)
-    if not isinstance(pool_module, SelectAdaptivePool2d):
-        return None  # token heads (ViT, DeiT, BEiT, EVA, …) and attention pooling
-    pool = _mean_pool(pool_module)
-    if pool is None:
-        return None
+            return []
+        pre_logits = list(head.pre_logits) if isinstance(head.pre_logits, nn.Sequential) else []
+        layers = [*pool, head.norm, head.flatten, *(pre_logits or [head.pre_logits])]
+        return [nn.Sequential(*layers, head.drop, head.fc)]
+    global_pool = getattr(module, "global_pool", None)
     classifier = module.get_classifier()
-    if not isinstance(classifier, nn.Module):
-        return None
-    if isinstance(module, MobileNetV3):  # MobileNetV3/V4, LCNet, FBNetV3: a 1×1 conv head
-        names = ("conv_head", "norm_head", "act2", "flatten")
-        return [*pool, *(getattr(module, n) for n in names), classifier]
+    if not isinstance(global_pool, SelectAdaptivePool2d) or not isinstance(classifier, nn.Module):
+        return []  # token heads (ViT, DeiT, BEiT, EVA, …) and attention pooling
+    pool = _mean_pool(global_pool)
+    if pool is None:
+        return []
+    candidates = []
+    if isinstance(getattr(module, "conv_head", None), nn.Module):
+        # MobileNetV3/V4, GhostNet, LCNet, …: a 1×1 conv head on the pooled map. Elsewhere
+        # (EfficientNet) conv_head belongs to the backbone, and the probe rejects this list.
+        post = (getattr(module, n, None) for n in _POST_POOL)
+        candidates.append(nn.Sequential(*pool, *(m for m in post if m is not None), classifier))
     # ResNet, EfficientNet, DenseNet, …: pool, (functional) dropout, classifier.
-    return [*pool, classifier]
+    candidates.append(nn.Sequential(*pool, classifier))
+    return candidates
 
 
 def _mean_pool(pool: nn.Module) -> list[nn.Module] | None:
@@ -292,16 +297,19 @@ def _mean_pool(pool: nn.Module) -> list[nn.Module] | None:
     return [nn.AdaptiveAvgPool2d(1), *([nn.Flatten(1)] if flattens else [])]
 
 
-def _unpack(layer: nn.Module) -> list[nn.Module]:
-    return list(layer) if isinstance(layer, nn.Sequential) else [layer]
+def _has_dense_form(head: nn.Sequential) -> bool:
+    try:
+        _convert_head(head, (1, 1), "window")
+    except DenseclsError:
+        return False  # a layer convert cannot rewrite (e.g. BatchNorm, timm's own GELU)
+    return True
 
 
 @torch.inference_mode()
-def _same_as_forward_head(module: nn.Module, split: Split) -> bool:
-    """Check the listed head against timm's own ``forward_head`` on a real feature map.
+def _probe_forward_head(module: nn.Module, channels_last: bool) -> tuple[Tensor, Tensor] | None:
+    """An NCHW feature map at a non-native size and timm's ``forward_head`` of it.
 
-    The layer lists above follow timm's classes; a model whose ``forward_head`` does more,
-    or whose backbone needs one fixed input size, gets no split instead of a wrong one.
+    ``None`` when the backbone needs one fixed input size or gives no spatial map.
     """
     p = next(module.parameters())
     gen = torch.Generator().manual_seed(0)
@@ -309,14 +317,24 @@ def _same_as_forward_head(module: nn.Module, split: Split) -> bool:
     try:
         raw = module.forward_features(x)
         if not isinstance(raw, Tensor) or raw.ndim != 4:
-            return False
-        feats = raw.permute(0, 3, 1, 2) if split.features.channels_last else raw  # type: ignore[union-attr]
-        ours = split.head(feats)
+            return None
         ref = module.forward_head(raw)
-    # timm asserts on input sizes it cannot take; a mislisted head fails on shapes.
+    # timm asserts on input sizes a model cannot take, or fails on shapes inside it.
     except (AssertionError, RuntimeError, ValueError):
-        return False
-    if not isinstance(ref, Tensor) or ours.shape != ref.shape or ref.ndim != 2:
+        return None
+    if not isinstance(ref, Tensor) or ref.ndim != 2:
+        return None
+    return (raw.permute(0, 3, 1, 2) if channels_last else raw), ref
+
+
+@torch.inference_mode()
+def _reproduces(head: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
+    """Whether the listed head gives timm's logits on the probe's feature map."""
+    try:
+        ours = head(feats)
+    except RuntimeError:
+        return False  # a mislisted head fails on shapes
+    if ours.shape != ref.shape:
         return False
     scale = max(1.0, float(ref.abs().max()))
     return bool(torch.allclose(ours.float(), ref.float(), rtol=1e-4, atol=1e-4 * scale))
