@@ -76,9 +76,12 @@ Size = Annotated[
     typer.Option(help="Shorter side in pixels fed to the model, or keep. [default: 2× native]"),
 ]
 PoolOpt = Annotated[
-    str, typer.Option("--pool", help="window: a cell per native-size window; cell: per feature.")
+    Literal["window", "cell"],
+    typer.Option("--pool", help="window: a cell per native-size window; cell: per feature."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[
+    Literal["auto", "cpu", "cuda"], typer.Option("--device", help="auto picks CUDA when present.")
+]
 BatchSize = Annotated[int, typer.Option(min=1, help="Same-size images per forward pass.")]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for output files.")]
 Recursive = Annotated[bool, typer.Option(help="Walk directories recursively.")]
@@ -101,7 +104,7 @@ Scales = Annotated[
     ),
 ]
 CombineOpt = Annotated[
-    str, typer.Option("--combine", help="How pictures combine --scales per pixel: mean or max.")
+    Literal["mean", "max"], typer.Option("--combine", help="How pictures combine --scales.")
 ]
 Half = Annotated[
     bool, typer.Option(help="Autocast: fp16 on CUDA, bf16 on CPU; a little less exact.")
@@ -126,8 +129,8 @@ class _Inputs:
 
 def _classifier(
     model: str, weights: str | None, labels: Path | None, size: str | None,
-    pool: str, device: str, batch_size: int, max_memory: str | None, half: bool,
-    scales: str | None,
+    pool: Literal["window", "cell"], device: str, batch_size: int, max_memory: str | None,
+    half: bool, scales: str | None,
 ) -> DenseClassifier:  # fmt: skip
     from densecls.infer import DenseClassifier, parse_bytes, parse_scales, parse_size
 
@@ -136,7 +139,7 @@ def _classifier(
         weights=weights,
         labels=labels,
         size="default" if size is None else parse_size(size),
-        pool=pool,  # type: ignore[arg-type]
+        pool=pool,
         device=device,
         batch_size=batch_size,
         max_memory=None if max_memory is None else parse_bytes(max_memory),
@@ -280,7 +283,7 @@ def heatmap(
         top1 = _top1_labels(dmap) if grid else None
         for sel in selections:
             layers = [(m.heat(sel.indices).numpy(), m.grid) for m in dmap.all_scales()]
-            heat = render.combine_heat(layers, combine)  # type: ignore[arg-type]
+            heat = render.combine_heat(layers, combine)
             picture = render.overlay_pixels(
                 image, heat, colormap=colormap, alpha=alpha, scale=scale
             )
@@ -339,7 +342,7 @@ def labelmap(
     def handle(item: InputItem, dmap: DenseMap, image: Any) -> None:
         if dmap.others:
             layers = [(m.probs.numpy(), m.grid) for m in dmap.all_scales()]
-            pixels = render.combine_labels(layers, combine)  # type: ignore[arg-type]
+            pixels = render.combine_labels(layers, combine)
             picture = render.label_map_pixels(
                 image, pixels, dmap.categories, alpha=alpha, legend=False
             )
@@ -376,7 +379,7 @@ def info(
 
     shape = parse_shape(size)
     loaded = load_model(model, weights=weights, labels=labels)
-    conv = convert(loaded, pool=pool)  # type: ignore[arg-type]
+    conv = convert(loaded, pool=pool)
     feats, cells = conv.grids(shape)
     g = Grid(cells[0], cells[1], conv.geometry, shape, shape)
     meta = loaded.meta

@@ -193,19 +193,19 @@ class ShiftAndStitch(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         f, s = self.factor, self.step
         n = x.shape[0]
-        out: Tensor | None = None
-        for a in range(f):
-            # One pass per row phase: f copies of the same size share a batch.
-            copies = [_shifted(x, a * s, b * s) for b in range(f)]
-            maps = self.base(torch.cat(copies))
-            if out is None:
-                rows, cols = (f * (d - 1) + 1 for d in maps.shape[-2:])
-                out = maps.new_empty(n, maps.shape[1], rows, cols)
-            for b in range(f):
-                part = maps[b * n : (b + 1) * n]
-                nr, nc = -(-(out.shape[-2] - a) // f), -(-(out.shape[-1] - b) // f)
-                out[:, :, a::f, b::f] = part[:, :, :nr, :nc]
-        assert out is not None
+        default = self.base(x)
+        rows, cols = (f * (d - 1) + 1 for d in default.shape[-2:])
+        out = default.new_empty(n, default.shape[1], rows, cols)
+        out[:, :, ::f, ::f] = default
+        # A one-row (one-column) map has no cells between default cells on that axis.
+        shifts = [(a, b) for a in range(min(f, rows)) for b in range(min(f, cols)) if a or b]
+        for k in range(0, len(shifts), f):
+            # f copies of the input's size share a batch: f passes' memory, fewer calls.
+            group = shifts[k : k + f]
+            maps = self.base(torch.cat([_shifted(x, a * s, b * s) for a, b in group]))
+            for g, (a, b) in enumerate(group):
+                nr, nc = -(-(rows - a) // f), -(-(cols - b) // f)
+                out[:, :, a::f, b::f] = maps[g * n : (g + 1) * n, :, :nr, :nc]
         return out
 
     @torch.inference_mode()
@@ -292,10 +292,8 @@ def _atrous(
     model.head.append(_Span(native // step))
     f = native // step
     change = LayerChange(
-        f"backbone: {down} downsampling layer(s) from {step} px on",
-        f"stride 1; {dilated} later layer(s) dilated ×2…×{f}"
-        if f > 2
-        else f"stride 1; {dilated} later layer(s) dilated ×2",
+        f"backbone: {down} downsampling layer(s) at {step} px and coarser",
+        f"stride 1; {dilated} later layer(s) dilated ×2" + (f"…×{f}" if f > 2 else ""),
     )
     note = f"--stride {step}: à trous (exact at every cell), {down} layer(s) set to stride 1"
     return model.eval(), change, note

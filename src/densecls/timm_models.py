@@ -265,9 +265,9 @@ def _head_candidates(module: nn.Module) -> list[nn.Sequential]:
         pool = _mean_pool(head.global_pool)
         if pool is None:
             return []
-        pre_logits = list(head.pre_logits) if isinstance(head.pre_logits, nn.Sequential) else []
-        layers = [*pool, head.norm, head.flatten, *(pre_logits or [head.pre_logits])]
-        return [nn.Sequential(*layers, head.drop, head.fc)]
+        pre = head.pre_logits  # Identity, or Sequential(fc, act) with a hidden size
+        pre_layers = list(pre) if isinstance(pre, nn.Sequential) else [pre]
+        return [nn.Sequential(*pool, head.norm, head.flatten, *pre_layers, head.drop, head.fc)]
     global_pool = getattr(module, "global_pool", None)
     classifier = module.get_classifier()
     if not isinstance(global_pool, SelectAdaptivePool2d) or not isinstance(classifier, nn.Module):
