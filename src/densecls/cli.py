@@ -62,7 +62,10 @@ Images = Annotated[
     ),
 ]
 Model = Annotated[
-    str, typer.Option("--model", "-m", help="efficientnet_lite0 (embedded) or a torchvision name.")
+    str,
+    typer.Option(
+        "--model", "-m", help="efficientnet_lite0 (embedded), a torchvision name or timm:NAME."
+    ),
 ]
 Weights = Annotated[
     str | None,

@@ -359,7 +359,7 @@ def _convert_head(
         elif isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1):
             layers.append(layer)
             note(layer, "kept (already a 1×1 convolution)")
-        elif isinstance(layer, _PER_LOCATION) or type(layer).__name__ == "LayerNorm2d":
+        elif _per_location(layer):
             layers.append(layer)
             note(layer, "kept (acts on each cell)")
         else:
@@ -368,6 +368,15 @@ def _convert_head(
                 "report this model so its family can be added"
             )
     return nn.Sequential(*layers), changes, flatten_linear
+
+
+def _per_location(layer: nn.Module) -> bool:
+    """Layers that see one location at a time (eval-mode BatchNorm2d included)."""
+    return (
+        isinstance(layer, (*_PER_LOCATION, nn.BatchNorm2d))
+        or type(layer).__name__ == "LayerNorm2d"
+        or type(layer).__module__ == "timm.layers.activations"
+    )
 
 
 @torch.no_grad()

@@ -196,6 +196,10 @@ def categories_for(
         return read_labels(labels)
     if _as_path(weights) is not None:
         return load_model(name, weights=weights).meta.categories
+    if name.strip().startswith(TIMM_PREFIX):
+        from densecls.timm_models import timm_categories
+
+        return timm_categories(name, weights=weights)
     if name.strip() == DEFAULT_MODEL:
         from densecls.classes import imagenet_categories
 

@@ -28,7 +28,7 @@ from densecls.models import (
     _reason,
 )
 
-__all__ = ["load_timm", "split_timm", "timm_loaded"]
+__all__ = ["TimmFeatures", "load_timm", "split_timm", "timm_categories", "timm_loaded"]
 
 # Global pools that are a plain mean over H, W ("fast" is timm's name for the same mean).
 _AVG_POOLS = ("avg", "fast", "fastavg")
@@ -36,7 +36,7 @@ _AVG_POOLS = ("avg", "fast", "fastavg")
 _PROBE_SIZE = (128, 160)
 _MAX_SUGGESTIONS = 5
 # Layers some models run between the global pool and the classifier, in this order.
-_POST_POOL = ("conv_head", "norm_head", "act2", "flatten")
+_POST_POOL = ("conv_head", "norm_head", "act2", "act", "flatten")
 
 
 def load_timm(
@@ -61,28 +61,22 @@ def load_timm(
         if tag:
             _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
         return timm_loaded(_from_checkpoint(timm, name, path), name, weights=str(path))
-    choice = "" if weights is None else str(weights).strip()
-    if choice.upper() == "DEFAULT":
-        choice = ""
-    if choice and tag and choice != tag:
-        raise DenseclsError(
-            f"--weights {choice}: --model {TIMM_PREFIX}{name} already names weights {tag}; "
-            "give the tag in one place only"
-        )
-    if choice:
-        _check_tag(timm, arch, choice, f"--weights {choice}")
-    elif tag:
-        _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
-    elif not timm.list_pretrained(f"{arch}.*"):
-        raise DenseclsError(
-            f"--model {TIMM_PREFIX}{name}: timm has no pretrained weights for it; "
-            "pass --weights PATH with a state_dict for this architecture"
-        )
-    full = f"{arch}.{choice or tag}" if choice or tag else arch
+    full = _pretrained_name(timm, name, weights)
     module = _download(timm, name, full)
     cfg = module.pretrained_cfg
     label = f"{cfg.get('architecture', arch)}.{cfg['tag']}" if cfg.get("tag") else full
-    return timm_loaded(module, name, weights=label, categories=_pretrained_categories(module))
+    categories = _categories(int(module.num_classes), imagenet_subsets=True)
+    return timm_loaded(module, name, weights=label, categories=categories)
+
+
+def timm_categories(name: str, *, weights: str | Path | None = None) -> tuple[str, ...]:
+    """The class names of timm's pretrained weights, without loading them."""
+    name = name.strip().removeprefix(TIMM_PREFIX)
+    timm = _import_timm(name)
+    _check_arch(timm, name.partition(".")[0])
+    cfg = timm.models.get_pretrained_cfg(_pretrained_name(timm, name, weights))
+    num_classes = int(cfg.num_classes) if cfg is not None and cfg.num_classes else 1000
+    return _categories(num_classes, imagenet_subsets=True)
 
 
 def timm_loaded(
@@ -102,12 +96,9 @@ def timm_loaded(
     """
     from timm.data import resolve_model_data_config
 
-    from densecls.classes import imagenet_categories
-
     name = name.strip().removeprefix(TIMM_PREFIX)
     if categories is None:
-        n = int(module.num_classes)
-        categories = imagenet_categories() if n == 1000 else tuple(f"class_{i}" for i in range(n))
+        categories = _categories(int(module.num_classes), imagenet_subsets=False)
     cfg = resolve_model_data_config(module)
     _, height, width = cfg["input_size"]
     meta = ModelMeta(
@@ -123,23 +114,25 @@ def timm_loaded(
 
 
 def split_timm(module: nn.Module) -> Split | None:
-    """Split a timm model into ``forward_features`` and its original head modules.
+    """Split a timm model (in eval mode) into ``forward_features`` and its head modules.
 
-    Returns ``None`` when the head cannot be listed exactly as layers that convert,
-    so that the model runs as a sliding window instead.
+    The head lists timm's original modules in order, so that ``head(features(x))`` is
+    ``module(x)``; it is checked against ``module.forward_head`` on one probe input.
+    Returns ``None`` when the head cannot be listed exactly as layers that convert, or
+    the backbone needs a fixed input size, so that the model runs as a sliding window.
     """
     cfg = getattr(module, "pretrained_cfg", None) or {}
     if cfg.get("fixed_input_size"):
         return None
-    candidates = [c for c in _head_candidates(module) if _has_dense_form(c)]
+    candidates = [(h, d) for h in _head_candidates(module) if (d := _dense_form(h)) is not None]
     if not candidates:
         return None
     channels_last = getattr(module, "output_fmt", "NCHW") == "NHWC"
     probe = _probe_forward_head(module, channels_last)
     if probe is None:
         return None
-    for head in candidates:
-        if _reproduces(head, *probe):
+    for head, dense in candidates:
+        if _reproduces(head, dense, *probe):
             return Split(TimmFeatures(module, channels_last=channels_last), head)
     return None
 
@@ -196,11 +189,13 @@ def _check_tag(timm: ModuleType, arch: str, tag: str, where: str) -> None:
 
 
 def _download(timm: ModuleType, name: str, full: str) -> nn.Module:
+    from safetensors import SafetensorError  # a dependency of timm
+
     try:
         return timm.create_model(full, pretrained=True)
     # The hub's network and cache errors are OSErrors; a damaged cached file fails in
-    # torch.load (RuntimeError) or safetensors (ValueError-like messages, caught below).
-    except (OSError, RuntimeError, ValueError) as exc:
+    # torch.load (RuntimeError, ValueError) or in safetensors.
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise DenseclsError(
             f"--model {TIMM_PREFIX}{name}: timm could not load or download the pretrained "
             f"weights {full} ({_reason(exc)}); connect to the network once, "
@@ -235,18 +230,47 @@ def _classifier_key(module: nn.Module, name: str) -> str:
     return key
 
 
-def _pretrained_categories(module: nn.Module) -> tuple[str, ...] | None:
-    """Class names for timm's ImageNet subsets (in12k, in22k); ``None``: the default."""
-    from timm.data import ImageNetInfo, infer_imagenet_subset
+def _pretrained_name(timm: ModuleType, name: str, weights: str | Path | None) -> str:
+    """``arch`` or ``arch.tag`` for timm's pretrained weights, from --model and --weights."""
+    arch, _, tag = name.partition(".")
+    choice = "" if weights is None else str(weights).strip()
+    if choice.upper() == "DEFAULT":
+        choice = ""
+    if choice and tag and choice != tag:
+        raise DenseclsError(
+            f"--weights {choice}: --model {TIMM_PREFIX}{name} already names weights {tag}; "
+            "give the tag in one place only"
+        )
+    if choice:
+        _check_tag(timm, arch, choice, f"--weights {choice}")
+    elif tag:
+        _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
+    elif not timm.list_pretrained(f"{arch}.*"):
+        raise DenseclsError(
+            f"--model {TIMM_PREFIX}{name}: timm has no pretrained weights for it; "
+            "pass --weights PATH with a state_dict for this architecture"
+        )
+    return f"{arch}.{choice or tag}" if choice or tag else arch
 
-    if module.num_classes == 1000:
-        return None
-    subset = infer_imagenet_subset(module)
-    if not subset:
-        return None
-    # timm's descriptions list a synset's lemmas; the first is the everyday name.
-    names = tuple(d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions())
-    return names if len(names) == module.num_classes else None
+
+def _categories(num_classes: int, *, imagenet_subsets: bool) -> tuple[str, ...]:
+    """Class names for a class count: ImageNet's, a timm ImageNet subset's, or ``class_{i}``."""
+    from densecls.classes import imagenet_categories
+
+    if num_classes == 1000:
+        return imagenet_categories()
+    if imagenet_subsets:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset({"num_classes": num_classes})
+        if subset:
+            # timm's descriptions list a synset's lemmas; the first is the everyday name.
+            names = tuple(
+                d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions()
+            )
+            if len(names) == num_classes:
+                return names
+    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 # --- the head --------------------------------------------------------------------------
@@ -268,6 +292,10 @@ def _head_candidates(module: nn.Module) -> list[nn.Sequential]:
         pre = head.pre_logits  # Identity, or Sequential(fc, act) with a hidden size
         pre_layers = list(pre) if isinstance(pre, nn.Sequential) else [pre]
         return [nn.Sequential(*pool, head.norm, head.flatten, *pre_layers, head.drop, head.fc)]
+    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[0], SelectAdaptivePool2d):
+        # MetaFormer (PoolFormerV2, ConvFormer, …): pool, norm, flatten, drop, fc.
+        pool = _mean_pool(head[0])
+        return [] if pool is None else [nn.Sequential(*pool, *head[1:])]
     global_pool = getattr(module, "global_pool", None)
     classifier = module.get_classifier()
     if not isinstance(global_pool, SelectAdaptivePool2d) or not isinstance(classifier, nn.Module):
@@ -275,14 +303,19 @@ def _head_candidates(module: nn.Module) -> list[nn.Sequential]:
     pool = _mean_pool(global_pool)
     if pool is None:
         return []
+    drop = [m for m in (getattr(module, "head_drop", None),) if isinstance(m, nn.Dropout)]
     candidates = []
     if isinstance(getattr(module, "conv_head", None), nn.Module):
         # MobileNetV3/V4, GhostNet, LCNet, …: a 1×1 conv head on the pooled map. Elsewhere
         # (EfficientNet) conv_head belongs to the backbone, and the probe rejects this list.
         post = (getattr(module, n, None) for n in _POST_POOL)
         candidates.append(nn.Sequential(*pool, *(m for m in post if m is not None), classifier))
-    # ResNet, EfficientNet, DenseNet, …: pool, (functional) dropout, classifier.
-    candidates.append(nn.Sequential(*pool, classifier))
+    flatten = getattr(module, "flatten", None)
+    if isinstance(classifier, nn.Conv2d) and isinstance(flatten, nn.Module):
+        # DLA, DPN: a 1×1 conv classifier, flattened after.
+        candidates.append(nn.Sequential(*pool, *drop, classifier, flatten))
+    # ResNet, EfficientNet, DenseNet, …: pool, dropout (often functional), classifier.
+    candidates.append(nn.Sequential(*pool, *drop, classifier))
     return candidates
 
 
@@ -297,12 +330,12 @@ def _mean_pool(pool: nn.Module) -> list[nn.Module] | None:
     return [nn.AdaptiveAvgPool2d(1), *([nn.Flatten(1)] if flattens else [])]
 
 
-def _has_dense_form(head: nn.Sequential) -> bool:
+def _dense_form(head: nn.Sequential) -> nn.Sequential | None:
+    """The head as convert rewrites it, with a 1×1 window: one output per feature cell."""
     try:
-        _convert_head(head, (1, 1), "window")
+        return _convert_head(head, (1, 1), "window")[0]
     except DenseclsError:
-        return False  # a layer convert cannot rewrite (e.g. BatchNorm, timm's own GELU)
-    return True
+        return None  # a layer convert cannot rewrite (e.g. BatchNorm, timm's own GELU)
 
 
 @torch.inference_mode()
@@ -328,13 +361,27 @@ def _probe_forward_head(module: nn.Module, channels_last: bool) -> tuple[Tensor,
 
 
 @torch.inference_mode()
-def _reproduces(head: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
-    """Whether the listed head gives timm's logits on the probe's feature map."""
+def _reproduces(head: nn.Sequential, dense: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
+    """Whether the listed head gives timm's logits, and its rewrite acts on each cell alone.
+
+    The second check runs the rewritten head on the whole feature map and the original
+    head on each cell as its own 1×1 map: a layer that mixes locations fails it.
+    """
+    n, c, h, w = feats.shape
     try:
         ours = head(feats)
+        per_cell = head(feats.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1))
+        mapped = dense(feats)
     except RuntimeError:
         return False  # a mislisted head fails on shapes
-    if ours.shape != ref.shape:
+    if ours.shape != ref.shape or mapped.shape != (n, ref.shape[1], h, w):
         return False
-    scale = max(1.0, float(ref.abs().max()))
-    return bool(torch.allclose(ours.float(), ref.float(), rtol=1e-4, atol=1e-4 * scale))
+    return _close(ours, ref) and _close(
+        mapped.permute(0, 2, 3, 1).reshape(per_cell.shape), per_cell
+    )
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    # Relative to the values, so that near-zero logits (random weights) still tell apart.
+    atol = 1e-5 * float(b.abs().max())
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=atol))
