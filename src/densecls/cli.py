@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -36,7 +37,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except DenseclsError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(1) from None
         except BrokenPipeError:
             # The reader went away (`| head -1`): stop quietly, as shell tools do.
@@ -386,7 +387,10 @@ def info(
     feats, cells = conv.grids(shape)
     g = Grid(cells[0], cells[1], conv.geometry, shape, shape)
     meta = loaded.meta
-    out.print(f"[bold]{meta.name}[/] ({meta.family}, weights {meta.weights}), method {conv.method}")
+    out.print(
+        f"[bold]{escape(meta.name)}[/] ({meta.family}, weights {escape(meta.weights)}), "
+        f"method {conv.method}"
+    )
     table = Table("original head layer", "converted", title="head conversion", title_justify="left")
     for change in conv.changes:
         table.add_row(change.original, change.converted)
@@ -440,18 +444,21 @@ def classes(
         except DenseclsError:
             sel = None
         if sel is not None:
-            out.print(f"--class {query!r} → {sel.label} [{sel.kind}], file name {sel.name!r}")
+            out.print(
+                f"--class {query!r} → {sel.label} [{sel.kind}], file name {sel.name!r}",
+                markup=False,
+            )
             if sel.note:
-                out.print(f"  {sel.note}")
+                out.print(f"  {sel.note}", markup=False)
             for i in sel.indices:
-                out.print(f"  {i:>5}  {categories[i]}")
+                out.print(f"  {i:>5}  {categories[i]}", markup=False)
     matches = search_classes(query, categories)
     if query is not None and sel is None and not matches:
         resolve_class(query, categories)  # raises with did-you-mean
     if matches and (sel is None or set(sel.indices) != {i for i, _ in matches}):
         table = Table("index", "category", title=None if query is None else f"matching {query!r}")
         for i, name in matches:
-            table.add_row(str(i), name)
+            table.add_row(str(i), escape(name))
         out.print(table)
 
 
@@ -614,7 +621,7 @@ def _print_table(dmap: DenseMap, top_k: int) -> None:
     keys = {cls: _key(n) for n, cls in enumerate(ranked)}
     styles = {cls: _STYLES[n % len(_STYLES)] for n, cls in enumerate(ranked)}
     title = (
-        f"{dmap.image}: {g.image_size[1]}×{g.image_size[0]} px, {g.rows}×{g.cols} cells, "
+        f"{escape(dmap.image)}: {g.image_size[1]}×{g.image_size[0]} px, {g.rows}×{g.cols} cells, "
         f"window {_fmt_pair(g.window)} px every {_fmt_pair(g.stride)} px ({dmap.model})"
     )
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, padding=(0, 1))
@@ -628,7 +635,10 @@ def _print_table(dmap: DenseMap, top_k: int) -> None:
     legend = Table("key", "top-1 class", "index", "cells", title_justify="left", box=None)
     for cls in ranked:
         legend.add_row(
-            f"[{styles[cls]}]{keys[cls]}[/]", dmap.categories[cls], str(cls), str(counts[cls])
+            f"[{styles[cls]}]{keys[cls]}[/]",
+            escape(dmap.categories[cls]),
+            str(cls),
+            str(counts[cls]),
         )
     out.print(legend)
     overall = Table(
@@ -641,7 +651,7 @@ def _print_table(dmap: DenseMap, top_k: int) -> None:
         box=None,
     )
     for rank, sc in enumerate(dmap.overall(top_k), start=1):
-        overall.add_row(str(rank), sc.label, str(sc.index), f"{sc.score:.3f}")
+        overall.add_row(str(rank), escape(sc.label), str(sc.index), f"{sc.score:.3f}")
     out.print(overall)
     out.print()
 

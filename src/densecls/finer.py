@@ -26,26 +26,36 @@ Two ways to compute it:
   the padding that the undilated layer has on the default grid; squeeze-excitation
   averages each phase of the grid separately, as the definition asks. This computes the
   definition directly, at every cell, border included. Families: see ``ATROUS_FAMILIES``.
-* ``shift`` (shift-and-stitch, Long et al. 2015 §3.2): f² copies of the input, the copy
-  (a, b) with its top a·S rows and left b·S columns cropped off and the same number of
-  zero rows/columns (zero is the mean colour after normalisation) added at the bottom/right
-  so every copy keeps the input size; each goes through the default model and the maps are
-  interleaved. Keeping the size keeps the grid alignment of size-dependent padding (the
-  TF-"same" padding of EfficientNet-Lite moves by a cell when the size changes parity;
-  cropping alone would misalign half the cells everywhere) and lets the copies share one
-  batch. Costs f² passes; works for every model. Cells whose receptive field stays clear
-  of the image border and of the cropped edge equal the definition to float precision.
-  Border cells differ: a copy has its zero padding at the cropped edge instead of real
-  context, and its bottom/right zeros become non-zero activations after the first layer.
-  Squeeze-excitation (MobileNetV3, EfficientNet, RegNetY) averages over each copy, so
-  those families differ slightly everywhere. Measured on seeded random-weight models
-  (max |Δ| / max |logit|, 288-320 px inputs, stride 16): tiny VGG/ResNet interior
-  ≤ 1e-6, border up to ~0.1-0.3; resnet18 ~0.05; mobilenet_v3_small ~0.1 (SE). The
-  sliding-window fallback (ViT, MaxViT) is exact everywhere with shift: its cells are
-  crops by definition.
+* ``shift`` (shift-and-stitch, Long et al. 2015 §3.2): f² copies of the input, copy
+  (a, b) with its top a·S rows and left b·S columns cropped off and as many zero rows and
+  columns (zero is the mean colour after normalisation) added at the bottom/right, so every
+  copy keeps the input size; each runs through the default model and the maps are
+  interleaved. Keeping the size keeps size-dependent padding aligned: EfficientNet-Lite's
+  TF-"same" padding moves by one cell when a grid length changes parity, and cropping
+  alone misaligns half the cells everywhere (measured on efficientnet_lite0: cropping
+  alone gives 19-35 % error and 73-87 % top-1 agreement, against 10-15 % at the border and
+  92-97 % with zero fill). The same size also lets the copies share a batch. Costs f²
+  passes; works for every model; exact for the sliding-window fallback (ViT, MaxViT),
+  whose cells are crops by definition.
+
+  For converted models, cells whose receptive field stays clear of the cropped edge and of
+  the image's bottom/right edge equal the definition to float precision. Border cells
+  differ: a copy has zero padding at its cropped edge where the image has real context,
+  and the zero fill turns into non-zero activations after the first layer. Squeeze-
+  excitation (MobileNetV3, EfficientNet, RegNetY) averages over each copy, so those
+  families differ slightly everywhere. Measured (max |Δ| / max |logit|, stride 16 and 8):
+
+  - tiny seeded VGG / ResNet at ~400 px: inside ≤ 5e-7; border 1-2 % (VGG), 9-10 % (ResNet);
+  - resnet18, seeded random weights, 896 px: 4-5 % in the outer ring of default cells,
+    2e-3 four cells in, float precision (3e-7) from seven cells (224 px) in;
+  - efficientnet_lite0, real weights, a photo at 448 and 896 px: 10-15 % at the border,
+    3e-4-6e-4 ten cells in (its receptive field is wider than 896 px); the top class
+    agrees with the definition in 92-97 % of cells;
+  - mobilenet_v3_small / efficientnet_b0, seeded random weights, 896 px: 8-10 % at the
+    border, and a floor of 4e-4-1e-3 / 3e-5-6e-5 inside from squeeze-excitation.
 
 The finer model's output spans the default map's cells exactly (``_Span``), so both
-methods give the same shape.
+methods give the same shape for the same input.
 """
 
 from __future__ import annotations
@@ -116,6 +126,11 @@ def finer(
         )
     if factor == 1:
         return conversion
+    if any(isinstance(m, _Span | ShiftAndStitch) for m in conversion.model.modules()):
+        raise DenseclsError(
+            f"--stride {stride}: this conversion already has a finer stride; "
+            "refine the conversion from convert() instead"
+        )
     notes: list[str] = []
     if method in ("auto", "atrous"):
         try:
