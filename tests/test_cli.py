@@ -292,3 +292,17 @@ def test_scales_in_json_and_pictures(halves: Path, tmp_path: Path) -> None:
     r = run("labelmap", halves, "--scales", "1,1.5", "-o", out)
     assert r.exit_code == 0 and (out / "halves.labels.png").exists()
     assert run("predict", halves, "--scales", "a,b").exit_code == 1
+
+
+def test_finer_stride_in_json_and_info(images: dict[str, Path]) -> None:
+    base = json.loads(run("predict", images["coffee"], "-f", "jsonl").stdout)
+    fine = run("predict", images["coffee"], "-f", "jsonl", "--stride", "16")
+    assert fine.exit_code == 0, fine.stderr
+    rec = json.loads(fine.stdout)
+    assert rec["grid"]["rows"] == 2 * base["grid"]["rows"] - 1
+    assert rec["grid"]["cols"] == 2 * base["grid"]["cols"] - 1
+    assert rec["grid"]["stride"][0] == pytest.approx(base["grid"]["stride"][0] / 2, abs=0.01)
+    assert any("à trous" in n for n in rec["notes"])
+    assert run("predict", images["coffee"], "--stride", "10").exit_code == 1
+    info = run("info", "--stride", "8")
+    assert "stride            8 px" in info.stdout

@@ -110,6 +110,14 @@ Scales = Annotated[
 CombineOpt = Annotated[
     Literal["mean", "max"], typer.Option("--combine", help="How pictures combine --scales.")
 ]
+StrideOpt = Annotated[
+    int | None,
+    typer.Option("--stride", help="Finer cell stride in px: 16, 8 or 4 for stride-32 models."),
+]
+StrideMethod = Annotated[
+    Literal["auto", "atrous", "shift"],
+    typer.Option("--stride-method", help="auto, atrous (exact, one pass) or shift."),
+]
 Half = Annotated[
     bool, typer.Option(help="Autocast: fp16 on CUDA, bf16 on CPU; a little less exact.")
 ]
@@ -134,7 +142,7 @@ class _Inputs:
 def _classifier(
     model: str, weights: str | None, labels: Path | None, size: str | None,
     pool: Literal["window", "cell"], device: str, batch_size: int, max_memory: str | None,
-    half: bool, scales: str | None,
+    half: bool, scales: str | None, stride: int | None = None, stride_method: str = "auto",
 ) -> DenseClassifier:  # fmt: skip
     from densecls.infer import DenseClassifier, parse_bytes, parse_scales, parse_size
 
@@ -149,6 +157,8 @@ def _classifier(
         max_memory=None if max_memory is None else parse_bytes(max_memory),
         half=half,
         scales=(1.0,) if scales is None else parse_scales(scales),
+        stride=stride,
+        stride_method=stride_method,  # type: ignore[arg-type]
     )
 
 
@@ -182,6 +192,8 @@ def predict(
     max_memory: MaxMemory = None,
     half: Half = False,
     scales: Scales = None,
+    stride: StrideOpt = None,
+    stride_method: StrideMethod = "auto",
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -189,8 +201,9 @@ def predict(
     from densecls import formats
 
     clf = _classifier(
-        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
-    )
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales,
+        stride, stride_method,
+    )  # fmt: skip
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
     first = True
 
@@ -258,6 +271,8 @@ def heatmap(
     max_memory: MaxMemory = None,
     half: Half = False,
     scales: Scales = None,
+    stride: StrideOpt = None,
+    stride_method: StrideMethod = "auto",
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -266,8 +281,9 @@ def heatmap(
     from densecls.classes import resolve_class
 
     clf = _classifier(
-        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
-    )
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales,
+        stride, stride_method,
+    )  # fmt: skip
     selections = [resolve_class(q, clf.meta.categories) for q in class_]
     for sel in selections:
         if sel.note and not quiet:
@@ -329,6 +345,8 @@ def labelmap(
     max_memory: MaxMemory = None,
     half: Half = False,
     scales: Scales = None,
+    stride: StrideOpt = None,
+    stride_method: StrideMethod = "auto",
     all_frames: AllFrames = False,
     quiet: Quiet = False,
 ) -> None:
@@ -336,8 +354,9 @@ def labelmap(
     from densecls import formats, render
 
     clf = _classifier(
-        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales
-    )
+        model, weights, labels, size, pool, device, batch_size, max_memory, half, scales,
+        stride, stride_method,
+    )  # fmt: skip
     inputs = _Inputs(images, recursive, glob, shard, max_pixels, all_frames, quiet)
 
     def outputs(item: InputItem) -> list[Path]:
@@ -374,6 +393,8 @@ def info(
         str, typer.Option(help="Input size: N for N×N, or HxW such as 480x640.")
     ] = "448",
     pool: PoolOpt = "window",
+    stride: StrideOpt = None,
+    stride_method: StrideMethod = "auto",
 ) -> None:
     """Show what the conversion did: head layers before and after, grids and geometry."""
     from densecls.convert import convert
@@ -384,6 +405,10 @@ def info(
     shape = parse_shape(size)
     loaded = load_model(model, weights=weights, labels=labels)
     conv = convert(loaded, pool=pool)
+    if stride is not None:
+        from densecls.finer import finer
+
+        conv = finer(conv, loaded.meta.family, stride=stride, method=stride_method)
     feats, cells = conv.grids(shape)
     g = Grid(cells[0], cells[1], conv.geometry, shape, shape)
     meta = loaded.meta

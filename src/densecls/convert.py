@@ -117,6 +117,10 @@ class Conversion:
                 int(out.shape[-2]),
                 int(out.shape[-1]),
             )
+        from densecls.finer import ShiftAndStitch  # finer imports this module
+
+        if isinstance(self.model, ShiftAndStitch):
+            return None, self.model.cells(input_size)
         return None, self.geometry.cells(input_size)
 
 

@@ -175,6 +175,8 @@ class DenseClassifier:
             at a small cost in exactness (``benchmarks/half.py`` measures it).
         scales: factors of ``size``; each image runs at every scale and the result's
             ``others`` hold the further scales' maps.
+        stride, stride_method: a finer cell stride (the model's stride / 2, 4 or 8), by
+            à trous or shift-and-stitch (see :mod:`densecls.finer`).
     """
 
     def __init__(
@@ -190,6 +192,8 @@ class DenseClassifier:
         max_memory: int | None = None,
         half: bool = False,
         scales: Sequence[float] = (1.0,),
+        stride: int | None = None,
+        stride_method: Literal["auto", "atrous", "shift"] = "auto",
     ) -> None:
         if batch_size < 1:
             raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
@@ -203,6 +207,12 @@ class DenseClassifier:
         )
         self.meta: ModelMeta = loaded.meta
         self.conversion: Conversion = convert(loaded, pool=pool)
+        if stride is not None:
+            from densecls.finer import finer
+
+            self.conversion = finer(
+                self.conversion, self.meta.family, stride=stride, method=stride_method
+            )
         self.size = 2 * min(self.meta.native_size) if size == "default" else size
         if self.size is not None and self.size < 1:
             raise DenseclsError(f"--size {self.size}: must be positive; e.g. 448 or keep")
