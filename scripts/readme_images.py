@@ -28,8 +28,11 @@ def main() -> None:
         canvas.save(pair)
         cli = [sys.executable, "-m", "densecls"]
         common = ["-o", str(OUT), "-q"]
-        subprocess.run([*cli, "heatmap", str(pair), "--class", "cat", "--legend", *common], check=True)
+        heat = [*cli, "heatmap", str(pair), "--class", "cat", "--legend", "-q"]
+        subprocess.run([*heat, "-o", str(OUT)], check=True)
         subprocess.run([*cli, "labelmap", str(pair), *common], check=True)
+        # The same heatmap with a cell every 8 px instead of 32, for the side-by-side.
+        subprocess.run([*heat, "--stride", "8", "-o", str(OUT / "stride8")], check=True)
 
 
 if __name__ == "__main__":
