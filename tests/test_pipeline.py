@@ -298,3 +298,9 @@ def test_progress_bar_on_a_terminal_and_quiet_off(
     screen.seek(0)
     run("predict", *good, "-f", "jsonl", "--quiet")
     assert screen.getvalue() == ""
+
+
+def test_skip_existing_without_output_files_skips_nothing(good: list[Path]) -> None:
+    result = run("predict", *good, "-f", "jsonl", "--skip-existing")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2

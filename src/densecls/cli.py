@@ -535,7 +535,10 @@ def _run(
                 item = replace(item, rel=full_rel(item.path))
             seen.add((item.rel, item.frame))
             try:
-                if existing is not None and all(p.exists() for p in existing(item)):
+                # Only inputs whose every output file exists are done (stdout-only runs
+                # have no files, so nothing is skipped).
+                paths = existing(item) if existing is not None else []
+                if paths and all(p.exists() for p in paths):
                     skipped += 1
                     continue
             except DenseclsError as exc:
