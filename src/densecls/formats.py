@@ -195,12 +195,6 @@ def write_png(path: Path, image: Image.Image, *, clobber: bool = True) -> None:
         image.save(fh, format="PNG")
 
 
-def write_text(path: Path, text: str, *, clobber: bool = True) -> None:
-    """Write text (UTF-8), atomically."""
-    with atomic_writer(path, clobber=clobber) as fh:
-        fh.write(text.encode("utf-8"))
-
-
 def _score_obj(label: str, index: int, score: float) -> dict[str, Any]:
     return {"label": label, "index": index, "score": round(float(score), 6)}
 

@@ -88,11 +88,6 @@ class DenseMap:
         """Per-cell top-``k``: probabilities and class indices, each [k, rows, cols]."""
         return self.probs.topk(min(k, self.probs.shape[0]), dim=0)
 
-    def cell_top(self, row: int, col: int, k: int = 5) -> list[Score]:
-        """Top-``k`` classes of one cell."""
-        values, indices = self.probs[:, row, col].topk(min(k, self.probs.shape[0]))
-        return [self._score(i, v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
-
     def heat(self, indices: Sequence[int]) -> Tensor:
         """Summed probability of a set of classes per cell, [rows, cols]."""
         return self.probs[list(indices)].sum(dim=0)
