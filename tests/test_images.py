@@ -707,3 +707,181 @@ def test_image_from_pil_returns_a_copy() -> None:
     assert img.getpixel((0, 0)) == (5, 6, 7)
     assert loaded.size == (2, 2)
     assert loaded.notes == ()
+
+
+# ---------------------------------------------------------------------------------------
+# Band reading (images too large to decode at once)
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_images" / "astronaut.png"
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    """A real photo (Pillow's PNG encoder then picks every filter type), 700×900."""
+    return Image.open(SAMPLE).convert("RGB").resize((700, 900))
+
+
+def _png_filters(path: Path) -> set[int]:
+    """The PNG filter type of every row, from the file's own bytes."""
+    data, idat, pos = path.read_bytes(), b"", 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    with Image.open(path) as img:
+        width, height, channels = img.width, img.height, len(img.mode)
+    raw = zlib.decompress(idat)
+    return {raw[y * (1 + width * channels)] for y in range(height)}
+
+
+def _banded(path: Path, step: int = 100, overlap: int = 30) -> np.ndarray:
+    """The whole image from overlapping bands read top to bottom, as the tiler reads it."""
+    from densecls.images import LazyImage, open_input
+
+    lazy = open_input(path, bands_over=0)
+    assert isinstance(lazy, LazyImage)
+    h = lazy.size[0]
+    parts = [lazy.rows(max(0, y - overlap), min(h, y + step))[min(overlap, y) :] for y in
+             range(0, h, step)]  # fmt: skip
+    lazy.close()
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "P+tRNS", "RGB+key"])
+def test_png_bands_equal_the_whole_decode(photo: Image.Image, tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "photo.png"
+    img = photo.convert(mode.split("+")[0] if mode != "P+tRNS" else "RGB")
+    extra = {}
+    if mode == "RGBA":
+        arr = np.asarray(img).copy()
+        arr[::3, :, 3] = 90
+        img = Image.fromarray(arr)
+    if mode in ("P", "P+tRNS"):
+        img = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    if mode == "P+tRNS":
+        extra["transparency"] = 5  # one palette entry transparent
+    if mode == "RGB+key":
+        extra["transparency"] = tuple(np.asarray(img)[0, 0].tolist())
+    img.save(path, **extra)
+    if mode == "RGB":
+        assert len(_png_filters(path)) >= 3  # sub, up, average or Paeth: each needs context
+    whole = np.asarray(open_image(path).image)
+    assert np.array_equal(_banded(path), whole)
+
+
+def test_band_reader_notes_and_restart(photo: Image.Image, tmp_path: Path) -> None:
+    from densecls.images import LazyImage, open_input
+
+    arr = np.asarray(photo.convert("RGBA")).copy()
+    arr[800:, :, 3] = 0  # transparency only near the bottom
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    lazy = open_input(tmp_path / "a.png", bands_over=700 * 900 * 3 - 1)
+    assert isinstance(lazy, LazyImage) and lazy.size == (900, 700)
+    assert lazy.notes == ("read in bands: 700×900 is too large to decode at once",)
+    bottom = lazy.rows(850, 900)
+    assert "composited transparency on white" in lazy.notes  # found on the way
+    assert (bottom == 255).all()
+    # A band above the last one read restarts the file and still gives the right rows.
+    whole = np.asarray(open_image(tmp_path / "a.png").image)
+    assert np.array_equal(lazy.rows(10, 20), whole[10:20])
+    # Under the threshold the image decodes whole, as before.
+    assert not isinstance(open_input(tmp_path / "a.png", bands_over=700 * 900 * 3), LazyImage)
+
+
+def test_resized_bands_match_a_whole_resize(photo: Image.Image, tmp_path: Path) -> None:
+    from densecls.images import open_input
+
+    photo.save(tmp_path / "p.png")
+    lazy = open_input(tmp_path / "p.png", bands_over=0)
+    for size in [(450, 350), (1200, 933)]:  # down and up
+        want = np.asarray(photo.resize(size[::-1], Image.Resampling.BILINEAR, reducing_gap=None))
+        got = np.concatenate([lazy.rows(y, min(y + 97, size[0]), size) for y in
+                              range(0, size[0], 97)])  # fmt: skip
+        assert got.shape == want.shape
+        assert np.abs(got.astype(int) - want).max() <= 1  # rounding only
+    preview = lazy.preview(300)
+    assert preview.size == (233, 300)
+
+
+@pytest.mark.parametrize(
+    "layout", [{"tile": (128, 128), "compression": "zlib"}, {"rowsperstrip": 37},
+               {"rowsperstrip": 64, "compression": "lzw"}, {"tile": (64, 64), "gray": True},
+               {"tile": (256, 256), "alpha": True}],
+)  # fmt: skip
+def test_tiff_bands_equal_the_whole_decode(
+    photo: Image.Image, tmp_path: Path, layout: dict
+) -> None:
+    import tifffile
+
+    arr = np.asarray(photo)
+    if layout.pop("gray", False):
+        arr = arr[..., 0]
+    if layout.pop("alpha", False):
+        arr = np.dstack([arr, np.full(arr.shape[:2], 255, np.uint8)])
+        layout["extrasamples"] = ["unassalpha"]
+    path = tmp_path / "p.tif"
+    tifffile.imwrite(path, arr, photometric="minisblack" if arr.ndim == 2 else "rgb", **layout)
+    assert np.array_equal(_banded(path), np.asarray(open_image(path).image))
+
+
+def test_jpeg_tiled_tiff_reads_in_bands(photo: Image.Image, tmp_path: Path) -> None:
+    import tifffile
+
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, np.asarray(photo), tile=(256, 256), compression="jpeg")
+    # Pillow decodes the same JPEG tiles through libtiff: the same pixels, within rounding.
+    diff = np.abs(_banded(path).astype(int) - np.asarray(open_image(path).image))
+    assert diff.max() <= 2
+
+
+def _adam7_png(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> None:
+    """An interlaced (Adam7) PNG of one colour; Pillow cannot write interlaced PNGs."""
+    passes = [(0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2),
+              (0, 1, 1, 2)]  # fmt: skip
+    raw = b""
+    for x0, dx, y0, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        raw += (b"\x00" + bytes(rgb) * w) * h if w > 0 and h > 0 else b""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+                     chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_layouts_without_bands_decode_whole(photo: Image.Image, tmp_path: Path) -> None:
+    from densecls.images import LazyImage, open_input
+
+    _adam7_png(tmp_path / "interlaced.png", 700, 900, (200, 30, 60))  # rows out of order
+    arr16 = (np.asarray(photo.convert("L")).astype(np.uint16) * 257).astype(">u2")
+    Image.fromarray(arr16.astype(np.uint16)).save(tmp_path / "sixteen.png")
+    photo.save(tmp_path / "photo.jpg")
+    for name in ("interlaced.png", "sixteen.png", "photo.jpg"):
+        loaded = open_input(tmp_path / name, bands_over=0)
+        assert not isinstance(loaded, LazyImage), name
+        assert loaded.size == (900, 700)
+
+
+def test_corrupt_band_is_one_line_error_naming_the_file(photo: Image.Image, tmp_path: Path) -> None:
+    from densecls.images import open_input
+
+    path = tmp_path / "cut.png"
+    photo.save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    lazy = open_input(path, bands_over=0)
+    message = _error(lazy.rows, 0, 900)
+    assert str(path) in message and "truncated or corrupt" in message
+    assert lazy.rows(0, 10).shape == (10, 700, 3)  # the readable top still reads
+
+
+def test_bands_keep_the_pixel_limit(tmp_path: Path) -> None:
+    from densecls.images import open_input
+
+    Image.new("RGB", (400, 400)).save(tmp_path / "big.png")
+    assert "--max-pixels" in _error(open_input, tmp_path / "big.png", max_pixels=1000,
+                                    bands_over=0)  # fmt: skip

@@ -7,8 +7,9 @@ succeeded, 1 an input or the model failed (the others' outputs are still written
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -214,15 +215,16 @@ def predict(
         nonlocal first
         if save_scores is not None:
             scores = dmap.logits if logits else dmap.probs
-            formats.write_npy(outputs(item)[0], scores.numpy())
+            formats.write_npy(outputs(item)[0], scores.numpy(), release=dmap.release)
         if fmt == "table":
             _print_table(dmap, top_k)
         elif fmt == "jsonl":
-            _emit(formats.map_json(dmap, top_k=top_k))
+            _emit(formats.iter_map_json(dmap, top_k=top_k))
         elif fmt == "json":
-            _emit(("[" if first else ",") + formats.map_json(dmap, top_k=top_k, indent=None))
+            _emit(itertools.chain("[" if first else ",", formats.iter_map_json(dmap, top_k=top_k)))
         else:
-            _emit(formats.csv_text(list(formats.csv_rows(dmap, top_k=top_k))), end="")
+            rows = formats.csv_rows(dmap, top_k=top_k)
+            _emit((formats.csv_text(chunk) for chunk in _chunks(rows, 4096)), end="")
         first = False
 
     if fmt == "csv":
@@ -299,6 +301,7 @@ def heatmap(
         return paths
 
     def handle(item: InputItem, dmap: DenseMap, image: Any) -> None:
+        dmap = dmap.on_image((image.height, image.width))  # a band-read image's preview
         paths = iter(outputs(item))
         top1 = _top1_labels(dmap) if grid else None
         for sel in selections:
@@ -363,6 +366,7 @@ def labelmap(
         return [_path(output_dir, item, ".labels.png", all_frames)]
 
     def handle(item: InputItem, dmap: DenseMap, image: Any) -> None:
+        dmap = dmap.on_image((image.height, image.width))  # a band-read image's preview
         if dmap.others:
             layers = [(m.probs.numpy(), m.grid) for m in dmap.all_scales()]
             pixels = render.combine_labels(layers, combine)
@@ -707,11 +711,19 @@ def _path(root: Path, item: InputItem, suffix: str, frames: bool) -> Path:
     return output_path(root, item, suffix, frames=frames)
 
 
-def _emit(text: str, end: str = "\n") -> None:
+def _emit(text: str | Iterable[str], end: str = "\n") -> None:
     # Plain writes: JSON must not pass through Rich's markup or wrapping. Flushing per
-    # record lets `head -1` and `tail -f` see results as they complete.
-    sys.stdout.write(text + end)
+    # record lets `head -1` and `tail -f` see results as they complete. A record in pieces
+    # (a map of a million cells) is written as it is made, never held whole.
+    for piece in [text] if isinstance(text, str) else text:
+        sys.stdout.write(piece)
+    sys.stdout.write(end)
     sys.stdout.flush()
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def _silence_stdout() -> None:

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "CSV_SCALE_HEADER",
     "atomic_writer",
     "csv_rows",
+    "iter_map_json",
     "map_json",
     "output_path",
     "write_npy",
@@ -46,7 +47,8 @@ CSV_SCALE_HEADER = (*CSV_HEADER, "scale")
 
 
 def _record(dmap: DenseMap, top_k: int) -> dict[str, Any]:
-    """The JSON object of one image; the only place its keys are spelled."""
+    """The JSON object of one image; the only place its keys are spelled. Cell lists are
+    generators, so a map of a million cells is written without being held as objects."""
     grid = dmap.grid
     record = {
         "image": dmap.image,
@@ -80,39 +82,59 @@ def _grid_obj(grid: Grid) -> dict[str, Any]:
     }
 
 
-def _cells(dmap: DenseMap, top_k: int) -> list[dict[str, Any]]:
+def _cells(dmap: DenseMap, top_k: int) -> Iterator[dict[str, Any]]:
     grid = dmap.grid
     values, indices = dmap.top(top_k)
-    cells = []
     for row in range(grid.rows):
+        # One conversion per row: per-cell tensor indexing costs more than the JSON itself.
+        row_indices, row_values = indices[:, row].T.tolist(), values[:, row].T.tolist()
         for col in range(grid.cols):
-            ranked = zip(indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True)
+            ranked = zip(row_indices[col], row_values[col], strict=True)
             top = [_score_obj(dmap.categories[i], i, v) for i, v in ranked]
-            cells.append({"row": row, "col": col, "box": list(grid.box(row, col)), "top": top})
-    return cells
+            yield {"row": row, "col": col, "box": list(grid.box(row, col)), "top": top}
 
 
-def map_json(dmap: DenseMap, *, top_k: int = 5, indent: int | None = None) -> str:
-    """One image's record as JSON text (see the README for its keys)."""
-    return json.dumps(_record(dmap, top_k), indent=indent, ensure_ascii=False)
+def map_json(dmap: DenseMap, *, top_k: int = 5) -> str:
+    """One image's record as one line of JSON text (see the README for its keys)."""
+    return "".join(iter_map_json(dmap, top_k=top_k))
+
+
+def iter_map_json(dmap: DenseMap, *, top_k: int = 5) -> Iterator[str]:
+    """:func:`map_json` in pieces, a cell at a time: for writing maps too large to hold as text."""
+    return _json_pieces(_record(dmap, top_k))
+
+
+def _json_pieces(value: Any) -> Iterator[str]:
+    """JSON text of ``value`` as ``json.dumps`` spells it, with iterators written as lists."""
+    if isinstance(value, dict):
+        yield "{"
+        for n, (key, item) in enumerate(value.items()):
+            yield (", " if n else "") + json.dumps(key) + ": "
+            yield from _json_pieces(item)
+        yield "}"
+    elif isinstance(value, Iterator) or (
+        isinstance(value, list) and any(isinstance(v, dict) for v in value)
+    ):
+        yield "["
+        for n, item in enumerate(value):
+            yield ", " if n else ""
+            yield from _json_pieces(item)
+        yield "]"
+    else:
+        yield json.dumps(value, ensure_ascii=False)
 
 
 def csv_rows(dmap: DenseMap, *, top_k: int = 5) -> Iterator[tuple[Any, ...]]:
     """One CSV row per cell and rank, in :data:`CSV_HEADER` order; with --scales, every
     scale's rows, each ending in its scale (:data:`CSV_SCALE_HEADER`)."""
     for m in dmap.all_scales():
-        values, indices = m.top(top_k)
-        grid = m.grid
         extra = (m.scale,) if dmap.others else ()
-        for row in range(grid.rows):
-            for col in range(grid.cols):
-                box = grid.box(row, col)
-                ranked = zip(
-                    indices[:, row, col].tolist(), values[:, row, col].tolist(), strict=True
-                )
-                for rank, (index, score) in enumerate(ranked, start=1):
-                    label = m.categories[index]
-                    yield (m.image, row, col, *box, rank, label, index, round(score, 6), *extra)
+        for cell in _cells(m, top_k):
+            for rank, score in enumerate(cell["top"], start=1):
+                yield (
+                    m.image, cell["row"], cell["col"], *cell["box"], rank, score["label"],
+                    score["index"], score["score"], *extra,
+                )  # fmt: skip
 
 
 def csv_text(rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]]) -> str:
@@ -181,12 +203,34 @@ def atomic_writer(path: Path, *, clobber: bool = True, text: bool = False) -> It
         raise
 
 
-def write_npy(path: Path, array: np.ndarray, *, clobber: bool = True) -> None:
-    """Write an array as .npy, atomically."""
+def write_npy(
+    path: Path,
+    array: np.ndarray,
+    *,
+    clobber: bool = True,
+    release: Callable[[], None] | None = None,
+) -> None:
+    """Write an array as .npy, atomically, one slice of its first axis at a time.
+
+    ``release`` runs after each slice: a memory-mapped array hands its pages back there
+    (:meth:`densecls.infer.DenseMap.release`), so a map larger than RAM streams to disk.
+    """
     import numpy as np
 
     with atomic_writer(path, clobber=clobber) as fh:
-        np.save(fh, array, allow_pickle=False)
+        if array.ndim == 0 or array.dtype.hasobject:
+            np.save(fh, array, allow_pickle=False)
+            return
+        header = {
+            "descr": np.lib.format.dtype_to_descr(array.dtype),
+            "fortran_order": False,  # the slices below are written in C order
+            "shape": array.shape,
+        }
+        np.lib.format.write_array_header_1_0(fh, header)
+        for part in array:
+            fh.write(np.ascontiguousarray(part).tobytes())
+            if release is not None:
+                release()
 
 
 def write_png(path: Path, image: Image.Image, *, clobber: bool = True) -> None:

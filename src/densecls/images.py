@@ -7,6 +7,7 @@ never raises for a bad input but yields an :class:`InputProblem` and goes on.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import stat
 import struct
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol, TextIO, TypeVar
+from typing import IO, Any, Protocol, TextIO, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -73,6 +74,9 @@ _PILLOW_ERRORS = (
     KeyError,
     TypeError,
 )
+
+# Band readers add tifffile's and imagecodecs' errors (RuntimeError) and zlib's.
+_BAND_ERRORS = (*_PILLOW_ERRORS, RuntimeError, zlib.error)
 
 # Formats whose pages each have their own size and are read without decoding earlier ones.
 _INDEPENDENT_PAGES = frozenset({"TIFF", "MPO"})
@@ -436,7 +440,9 @@ def _n_frames(img: Image.Image) -> int:
 
 
 @contextmanager
-def _pillow_errors(name: str) -> Iterator[None]:
+def _pillow_errors(
+    name: str, errors: tuple[type[BaseException], ...] = _PILLOW_ERRORS
+) -> Iterator[None]:
     """Turn Pillow's errors for a bad file into one-line DenseclsErrors naming it."""
     try:
         yield
@@ -451,7 +457,7 @@ def _pillow_errors(name: str) -> Iterator[None]:
         raise DenseclsError(
             f"{name}: {_one_line(err)}; raise the limit with --max-pixels N"
         ) from None
-    except _PILLOW_ERRORS as err:
+    except errors as err:
         raise DenseclsError(
             f"{name}: truncated or corrupt image ({_one_line(err)}); re-download or re-export it"
         ) from None
@@ -622,3 +628,340 @@ def _lab_to_rgb(img: Image.Image, name: str) -> Image.Image:
         raise DenseclsError(
             f"{name}: cannot convert CIELAB to RGB ({_one_line(err)}); re-save it as RGB"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Images too large to decode at once: read in bands of rows
+
+# Rows decoded per step of a band read: bounds the temporary buffers to a few MB a row wide.
+_ROWS_PER_STEP = 256
+
+
+class LazyImage:
+    """An image read band by band, never decoded whole: for images too large to hold.
+
+    ``size`` and ``notes`` are as in :class:`LoadedImage`. Bands are cheapest read top to
+    bottom; a band above the last one read restarts the file (a PNG can only be read in order).
+    """
+
+    def __init__(
+        self, name: str, size: tuple[int, int], notes: tuple[str, ...], n_frames: int,
+        reader: _BandReader,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.size = size
+        self.n_frames = n_frames
+        self._notes = list(notes)
+        self._reader = reader
+        self._next = 0  # the reader's next row; _held holds the rows just above it
+        self._held = np.zeros((0, size[1], 3), dtype=np.uint8)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Notes so far; reading may add one (transparency found on the way)."""
+        return tuple(self._notes)
+
+    def rows(self, y0: int, y1: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Rows ``y0:y1`` as ``[rows, width, 3]`` uint8 RGB; of the image resized (bilinear)
+        to ``size`` ``(height, width)`` when given, within one grey level of a whole resize."""
+        h, w = self.size
+        if size is None or tuple(size) == (h, w):
+            return self._native(y0, y1)
+        th, tw = size
+        sy = h / th
+        top, bottom = y0 * sy, y1 * sy
+        # Bilinear reaches one output pixel (sy source rows) beyond the rows it makes.
+        margin = math.ceil(max(sy, 1.0)) + 2
+        r0, r1 = max(0, math.floor(top) - margin), min(h, math.ceil(bottom) + margin)
+        band = Image.fromarray(self._native(r0, r1))
+        out = band.resize(
+            (tw, y1 - y0), Image.Resampling.BILINEAR, box=(0, top - r0, w, bottom - r0),
+            reducing_gap=None,
+        )  # fmt: skip
+        return np.asarray(out)
+
+    def preview(self, max_side: int) -> Image.Image:
+        """The whole image shrunk to at most ``max_side`` on its longer side, read in bands."""
+        h, w = self.size
+        factor = min(1.0, max_side / max(h, w))
+        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        step = max(1, _ROWS_PER_STEP * size[0] // h)
+        parts = [self.rows(y, min(y + step, size[0]), size) for y in range(0, size[0], step)]
+        return Image.fromarray(np.concatenate(parts))
+
+    def close(self) -> None:
+        """Close the file; a later read opens it again."""
+        self._held = self._held[:0]
+        self._reader.close()
+
+    def _native(self, y0: int, y1: int) -> np.ndarray:
+        if not 0 <= y0 < y1 <= self.size[0]:
+            raise ValueError(f"rows {y0}:{y1} outside 0:{self.size[0]}")
+        if y0 < self._next - len(self._held):
+            self._reader.restart()
+            self._next, self._held = 0, self._held[:0]
+        # Keep only what this band and later ones can still use: bands go down the image.
+        self._held = self._held[max(0, y0 - (self._next - len(self._held))) :]
+        parts = [self._held]
+        while self._next < y1:
+            if self._next < y0:  # rows above the band: decoded (a PNG must be), not kept
+                n = min(_ROWS_PER_STEP, y0 - self._next)
+                with _pillow_errors(self.name, _BAND_ERRORS):
+                    self._reader.read(n)
+            else:
+                n = min(_ROWS_PER_STEP, y1 - self._next)
+                notes: list[str] = []
+                with _pillow_errors(self.name, _BAND_ERRORS):
+                    parts.append(np.asarray(_to_rgb(self._reader.read(n), notes, self.name)))
+                self._notes += [note for note in notes if note not in self._notes]
+            self._next += n
+        self._held = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        start = self._next - len(self._held)
+        return self._held[y0 - start : y1 - start]
+
+
+class _BandReader(Protocol):
+    def read(self, n: int) -> Image.Image: ...  # the next n rows, in the file's mode
+    def restart(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_input(
+    path: Path | str,
+    *,
+    frame: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    all_frames: bool = False,
+    bands_over: int | None = None,
+) -> LoadedImage | LazyImage:
+    """:func:`open_image`, except that an image whose decoded RGB would take more than
+    ``bands_over`` bytes comes back as a :class:`LazyImage` where its format allows reading
+    it in bands (non-interlaced 8-bit PNG; 8-bit tiled or striped TIFF); others decode whole.
+    """
+    path = Path(path)
+    name = str(path)
+    if bands_over is not None:
+        _check_file(path, name)
+        with _no_pillow_pixel_limit, _pillow_errors(name), Image.open(path) as img:
+            width, height = img.size
+            if width * height * 3 > bands_over and img.format in ("PNG", "TIFF"):
+                _check_pixels(img.size, max_pixels, name)
+                lazy = _lazy(path, name, img, frame, all_frames)
+                if lazy is not None:
+                    return lazy
+    return open_image(path, frame=frame, max_pixels=max_pixels, all_frames=all_frames)
+
+
+def _lazy(
+    path: Path, name: str, img: Image.Image, frame: int, all_frames: bool
+) -> LazyImage | None:
+    """A band reader for an opened PNG or TIFF, or None when its layout does not allow one."""
+    n_frames = _n_frames(img)
+    reader: _BandReader | None
+    if img.format == "PNG":
+        # Pillow's getexif() decodes a whole PNG to look for a late eXIf chunk: only an
+        # early one (seen on open) is honoured, by decoding whole, as rotating needs.
+        if n_frames > 1 or frame or "exif" in img.info:
+            return None
+        reader = _PngBands.open(path, img)
+    else:
+        if frame >= n_frames:
+            return None  # open_image says so
+        if frame:
+            img.seek(frame)
+        if img.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1):
+            return None  # rotating needs the whole image
+        reader = _TiffBands.open(path, frame)
+    if reader is None:
+        return None
+    width, height = img.size
+    notes = [f"read in bands: {width}×{height} is too large to decode at once"]
+    if n_frames > 1:
+        note = f"frame {frame + 1} of {n_frames}" if all_frames or frame else (
+            f"first of {n_frames} frames; use --all-frames for the rest"
+        )  # fmt: skip
+        notes.insert(0, note)
+    return LazyImage(name, (height, width), tuple(notes), n_frames, reader)
+
+
+# PNG colour types read in bands, by the Pillow mode (and raw mode) of their 8-bit samples.
+_PNG_COLOUR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+
+
+class _PngBands:
+    """Rows of a non-interlaced 8-bit PNG in order: the zlib stream is inflated as it goes,
+    and Pillow's own PNG decoder unfilters each step, given the previous row as context."""
+
+    def __init__(self, path: Path, mode: str, width: int, info: Image.Image) -> None:
+        self._path, self._mode, self._width = path, mode, width
+        self._palette = info.getpalette() if mode == "P" else None
+        self._transparency = info.info.get("transparency")
+        self._row_bytes = 1 + width * len(mode)
+        self._fh: IO[bytes] | None = None
+
+    @classmethod
+    def open(cls, path: Path, img: Image.Image) -> _PngBands | None:
+        with open(path, "rb") as fh:
+            head = fh.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            return None
+        _w, _h, depth, colour, _c, _f, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        mode = _PNG_COLOUR_MODES.get(colour)
+        if depth != 8 or interlace or mode is None:
+            return None
+        return cls(path, mode, img.size[0], img)
+
+    def restart(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def read(self, n: int) -> Image.Image:
+        if self._fh is None:
+            self._fh = open(self._path, "rb")  # noqa: SIM115 - kept open across reads
+            self._fh.seek(8)
+            self._inflate = zlib.decompressobj()
+            self._chunk_left = 0
+            self._tail = b""
+            self._pending = bytearray()
+            self._previous: bytes | None = None
+        raw = self._raw(n * self._row_bytes)
+        # A first row with filter 0 ("none") holding the previous row's bytes gives the
+        # "up", "average" and "Paeth" filters of the first real row their context.
+        context = b"" if self._previous is None else b"\x00" + self._previous
+        rows = n + (1 if context else 0)
+        band = Image.frombytes(
+            self._mode, (self._width, rows), zlib.compress(context + raw, 0), "zip", self._mode
+        )
+        if context:
+            band = band.crop((0, 1, self._width, rows))
+        self._previous = np.asarray(band)[-1].tobytes()
+        if self._palette is not None:
+            band.putpalette(self._palette)
+        if self._transparency is not None:
+            band.info["transparency"] = self._transparency
+        return band
+
+    def _raw(self, need: int) -> bytes:
+        while len(self._pending) < need:
+            if not self._tail:
+                self._tail = self._idat()
+            self._pending += self._inflate.decompress(self._tail, need - len(self._pending))
+            self._tail = self._inflate.unconsumed_tail
+        out = bytes(self._pending[:need])
+        del self._pending[:need]
+        return out
+
+    def _idat(self) -> bytes:
+        """The next piece of IDAT data (at most 1 MiB)."""
+        assert self._fh is not None
+        while self._chunk_left == 0:
+            if self._inflate.eof:
+                raise ValueError("image data ends early")
+            head = self._fh.read(8)
+            if len(head) < 8:
+                raise EOFError("file ends inside the image data")
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                raise EOFError("image data ends early")
+            if kind == b"IDAT" and length:
+                self._chunk_left = length
+            else:
+                self._fh.seek(length + 4, os.SEEK_CUR)  # another chunk, and its CRC
+        piece = self._fh.read(min(self._chunk_left, 1 << 20))
+        if not piece:
+            raise EOFError("file ends inside the image data")
+        self._chunk_left -= len(piece)
+        if self._chunk_left == 0:
+            self._fh.seek(4, os.SEEK_CUR)  # the chunk's CRC
+        return piece
+
+
+class _TiffBands:
+    """Rows of an 8-bit tiled or striped TIFF page, decoding only the tiles or strips that a
+    band touches (tifffile; imagecodecs for LZW, JPEG and the other codecs)."""
+
+    def __init__(self, path: Path, frame: int) -> None:
+        self._path, self._frame = path, frame
+        self._file: Any = None
+        self._row = 0
+
+    @classmethod
+    def open(cls, path: Path, frame: int) -> _TiffBands | None:
+        try:
+            import tifffile
+        except ImportError:
+            return None
+        reader = cls(path, frame)
+        try:
+            page = reader._page()
+            photometric = int(page.photometric)
+            fits = (
+                page.dtype == np.uint8
+                and page.samplesperpixel in (1, 2, 3, 4)
+                and (page.samplesperpixel == 1 or int(page.planarconfig) == 1)
+                and page.imagedepth == 1
+                and (not page.is_subsampled or page.compression == 7)  # JPEG subsamples itself
+                and (
+                    photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+                    or (photometric == tifffile.PHOTOMETRIC.YCBCR and page.compression == 7)
+                )
+            )
+            if fits:
+                reader._segment(0)  # fails now if the codec is missing
+                return reader
+        except _BAND_ERRORS:
+            pass  # a layout or codec this reader cannot handle: decode it whole instead
+        reader.close()
+        return None
+
+    def _page(self) -> Any:
+        if self._file is None:
+            import tifffile
+
+            self._file = tifffile.TiffFile(self._path)
+        return self._file.pages[self._frame]
+
+    def _segment(self, index: int) -> tuple[np.ndarray, int, int]:
+        """Decoded segment ``index`` as [rows, cols, samples] and its (y, x) in the page."""
+        page = self._page()
+        fh = self._file.filehandle
+        fh.seek(page.dataoffsets[index])
+        data = fh.read(page.databytecounts[index])
+        segment, where, _shape = page.decode(data, index, jpegtables=page.jpegtables)
+        if segment is None:
+            raise ValueError(f"segment {index} is empty")
+        return segment.reshape(segment.shape[-3:]), where[-3], where[-2]
+
+    def restart(self) -> None:
+        self._row = 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read(self, n: int) -> Image.Image:
+        page = self._page()
+        width, height = page.imagewidth, page.imagelength
+        y0, y1 = self._row, min(self._row + n, height)
+        out = np.empty((y1 - y0, width, page.samplesperpixel), dtype=np.uint8)
+        if page.is_tiled:
+            th, tw = page.tilelength, page.tilewidth
+            across = -(-width // tw)
+            indices = [ty * across + tx for ty in range(y0 // th, (y1 - 1) // th + 1)
+                       for tx in range(across)]  # fmt: skip
+        else:
+            per = page.rowsperstrip or height
+            indices = list(range(y0 // per, (y1 - 1) // per + 1))
+        for index in indices:
+            segment, sy, sx = self._segment(index)
+            a, b = max(y0, sy), min(y1, sy + segment.shape[0])
+            c = min(width, sx + segment.shape[1])
+            out[a - y0 : b - y0, sx:c] = segment[a - sy : b - sy, : c - sx]
+        self._row = y1
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[page.samplesperpixel]
+        return Image.fromarray(out[..., 0] if mode == "L" else out, mode)

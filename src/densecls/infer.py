@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +24,13 @@ from densecls.grid import Grid, plan_input_size, plan_tiles
 from densecls.images import (
     DEFAULT_MAX_PIXELS,
     InputItem,
+    LazyImage,
     LoadedImage,
     image_from_pil,
-    open_image,
+    open_input,
 )
 from densecls.models import DEFAULT_MODEL, LoadedModel, ModelMeta, load_model
+from densecls.spill import SpilledArray
 
 __all__ = [
     "DenseClassifier",
@@ -42,6 +44,12 @@ __all__ = [
 ]
 
 Device = Literal["auto", "cpu", "cuda"]
+
+# The longer side of the picture that heatmaps and label maps of a band-read image are drawn
+# on: the original may not fit in memory, and a larger PNG would not help a viewer.
+PREVIEW_SIDE = 4096
+# Rows of a spilled map read per step: about this many bytes, so its pages never all sit in RAM.
+_BAND_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ class DenseMap:
     """Per-cell class scores of one image.
 
     ``logits`` and ``probs`` are float32 CPU tensors of shape [classes, rows, cols]; the
-    probabilities are a softmax over classes in each cell.
+    probabilities are a softmax over classes in each cell. A map too large for memory is
+    backed by memory-mapped files (``spilled``); the methods below read it a band of rows
+    at a time, and :meth:`release` hands its pages back after a read of your own.
     """
 
     image: str
@@ -72,6 +82,17 @@ class DenseMap:
     notes: tuple[str, ...] = ()
     scale: float = 1.0
     others: tuple[DenseMap, ...] = ()  # the same image at the further --scales
+    spill: tuple[SpilledArray, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the scores live in memory-mapped files rather than in RAM."""
+        return bool(self.spill)
+
+    def release(self) -> None:
+        """Hand a spilled map's resident pages back to the kernel (no-op in memory)."""
+        for part in self.spill:
+            part.release()
 
     def all_scales(self) -> tuple[DenseMap, ...]:
         """This map and the maps of the further scales, in --scales order."""
@@ -80,21 +101,45 @@ class DenseMap:
     def overall(self, k: int = 5) -> list[Score]:
         """Top-``k`` classes of the whole image: the mean of the cell probabilities (at
         several scales, the mean of each scale's mean)."""
-        mean = torch.stack([m.probs.mean(dim=(1, 2)) for m in self.all_scales()]).mean(0)
+        means = [
+            sum(b.sum(dim=(1, 2), dtype=torch.float64) for b in m._bands()) / m.probs[0].numel()
+            for m in self.all_scales()
+        ]
+        mean = torch.stack(means).mean(0).float()  # type: ignore[arg-type]
         values, indices = mean.topk(min(k, mean.numel()))
         return [self._score(i, v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
 
     def top(self, k: int = 5) -> tuple[Tensor, Tensor]:
         """Per-cell top-``k``: probabilities and class indices, each [k, rows, cols]."""
-        return self.probs.topk(min(k, self.probs.shape[0]), dim=0)
+        parts = [b.topk(min(k, self.probs.shape[0]), dim=0) for b in self._bands()]
+        return torch.cat([v for v, _ in parts], dim=1), torch.cat([i for _, i in parts], dim=1)
 
     def heat(self, indices: Sequence[int]) -> Tensor:
         """Summed probability of a set of classes per cell, [rows, cols]."""
-        return self.probs[list(indices)].sum(dim=0)
+        return torch.cat([b[list(indices)].sum(dim=0) for b in self._bands()])
 
     def argmax(self) -> Tensor:
         """Top-1 class index per cell, [rows, cols]."""
-        return self.probs.argmax(dim=0)
+        return torch.cat([b.argmax(dim=0) for b in self._bands()])
+
+    def on_image(self, size: tuple[int, int]) -> DenseMap:
+        """The same map (every scale) placed on a picture of ``size`` (height, width), such
+        as the preview a band-read image is drawn on: cells keep their share of the image."""
+        if size == self.grid.image_size:
+            return self
+        others = tuple(m.on_image(size) for m in self.others)
+        return replace(self, grid=replace(self.grid, image_size=size), others=others)
+
+    def _bands(self) -> Iterator[Tensor]:
+        """The probabilities whole, or a spilled map's in bands of rows, released after each."""
+        if not self.spill:
+            yield self.probs
+            return
+        classes, rows, cols = self.probs.shape
+        step = max(1, _BAND_BYTES // (4 * classes * cols))
+        for row in range(0, rows, step):
+            yield self.probs[:, row : row + step]
+            self.release()
 
     def _score(self, index: int, value: float) -> Score:
         return Score(index, self.categories[index], float(value))
@@ -146,11 +191,22 @@ def parse_shape(text: str) -> tuple[int, int]:
 class _Prepared:
     key: int
     name: str
-    tensor: Tensor  # [3, h, w] uint8: a quarter of float32's memory and transfer
+    input_size: tuple[int, int]
+    # [3, h, w] uint8 (a quarter of float32's memory and transfer), or None when the input is
+    # too large to hold and is read from ``source`` band by band.
+    tensor: Tensor | None
     image_size: tuple[int, int]
     notes: tuple[str, ...]
     original: Image.Image | None = None
     scale_index: int = 0
+    source: LazyImage | None = None
+
+    def rows(self, y0: int, y1: int) -> Tensor:
+        """Rows ``y0:y1`` of the network input, [3, rows, w] uint8."""
+        if self.tensor is not None:
+            return self.tensor[:, y0:y1]
+        assert self.source is not None
+        return _chw(self.source.rows(y0, y1, size=self.input_size))
 
 
 class DenseClassifier:
@@ -234,7 +290,7 @@ class DenseClassifier:
         """Run on one image (a PIL image, a decoded image or a path)."""
         if isinstance(image, str | Path):
             name = name or str(image)
-            image = open_image(image)
+            image = open_input(image, bands_over=self._bands_over())
         elif isinstance(image, Image.Image):
             image = image_from_pil(image, name=name or "<image>")
         maps = [self._run([p])[0] for p in self._prepare(0, name or "<image>", image)]
@@ -260,9 +316,10 @@ class DenseClassifier:
         """
 
         def load(key: int, item: InputItem) -> list[_Prepared]:
-            img = open_image(
-                item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames
-            )
+            img = open_input(
+                item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames,
+                bands_over=self._bands_over(),
+            )  # fmt: skip
             return self._prepare(key, item.display, img, keep=keep_image)
 
         ahead = max(2, 2 * self.batch_size)
@@ -287,15 +344,16 @@ class DenseClassifier:
                 except DenseclsError as err:
                     ready.append((item, err))
             del pending[: len(take)]
-            by_size: dict[tuple[int, int], list[_Prepared]] = {}
+            by_size: dict[tuple[int, int, int], list[_Prepared]] = {}
             for _, preps in ready:
                 for prep in preps if isinstance(preps, list) else ():
-                    by_size.setdefault(tuple(prep.tensor.shape[-2:]), []).append(prep)  # type: ignore[arg-type]
+                    alone = -1 if prep.source is None else prep.key  # band-read: never batched
+                    by_size.setdefault((*prep.input_size, alone), []).append(prep)
             results: dict[tuple[int, int], DenseMap | DenseclsError] = {}
-            for size, same in by_size.items():
+            for (*size, _), same in by_size.items():
                 # A batch holds only as many images as --max-memory allows; images that
                 # need tiling run alone.
-                fit = max(1, self.max_memory // max(1, self.memory_needed(size)))
+                fit = max(1, self.max_memory // max(1, self.memory_needed(tuple(size))))  # type: ignore[arg-type]
                 for group in (same[i : i + fit] for i in range(0, len(same), fit)):
                     try:
                         for prep, dmap in zip(group, self._run(group), strict=True):
@@ -325,13 +383,19 @@ class DenseClassifier:
     def memory_needed(self, input_size: tuple[int, int]) -> int:
         """Rough bytes one image of this network-input size needs in a forward pass."""
         if self._bytes_per_pixel is None:
-            self._bytes_per_pixel = _activation_bytes_per_pixel(
-                self.model, self.meta.native_size, self.device
+            # The activations, and the input itself as uint8 and as float32.
+            self._bytes_per_pixel = (
+                3 + 12 + _activation_bytes_per_pixel(self.model, self.meta.native_size, self.device)
             )
         return int(self._bytes_per_pixel * input_size[0] * input_size[1])
 
+    def _bands_over(self) -> int:
+        # An image whose decoded pixels would take over a quarter of --max-memory is read in
+        # bands where its format allows, so the decoded image is never the limit.
+        return self.max_memory // 4
+
     def _prepare(
-        self, key: int, name: str, loaded: LoadedImage, keep: bool = False
+        self, key: int, name: str, loaded: LoadedImage | LazyImage, keep: bool = False
     ) -> list[_Prepared]:
         """The network inputs of one image, one per scale (uint8, resized, no crop)."""
         preps = []
@@ -339,29 +403,53 @@ class DenseClassifier:
             size = self.size if self.size is not None else min(loaded.size)
             wanted = None if factor == 1.0 and self.size is None else max(1, round(size * factor))
             (h, w), note = plan_input_size(loaded.size, wanted, self.meta.native_size)
-            if self._tile_size((h, w)) is None:
+            banded = isinstance(loaded, LazyImage) and h * w * 3 > self._bands_over()
+            if self._tile_size((h, w), band_width=w if banded else 0) is None:
                 need = self.memory_needed((h, w))
                 raise DenseclsError(
                     f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and "
                     f"even one tile is over --max-memory {format_bytes(self.max_memory)}; "
                     "lower --size or raise --max-memory"
                 )
-            img = loaded.image
-            if (h, w) != loaded.size:
-                img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-            tensor = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-            notes = (*loaded.notes, *([note] if note else [])) if index == 0 else ()
-            original = loaded.image if keep and index == 0 else None
-            preps.append(_Prepared(key, name, tensor, loaded.size, notes, original, index))
+            tensor: Tensor | None = None
+            original = None
+            drawn: list[str] = []
+            if isinstance(loaded, LazyImage):
+                if not banded:  # the resized input fits: read it whole, band by band
+                    tensor = _chw(loaded.rows(0, h, size=(h, w)))
+                if keep and index == 0:
+                    original = loaded.preview(PREVIEW_SIDE)
+                    drawn = [f"drawn on a {original.width}×{original.height} preview"]
+            else:
+                img = loaded.image
+                if (h, w) != loaded.size:
+                    img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+                tensor = _chw(np.asarray(img, dtype=np.uint8).copy())
+                original = loaded.image if keep and index == 0 else None
+            # After the reads above: reading a band-read image can add a note.
+            notes = (*loaded.notes, *([note] if note else []), *drawn) if index == 0 else ()
+            source = loaded if banded else None
+            preps.append(
+                _Prepared(key, name, (h, w), tensor, loaded.size, notes, original, index, source)  # type: ignore[arg-type]
+            )
+        if isinstance(loaded, LazyImage) and not any(p.source for p in preps):
+            loaded.close()
         return preps
 
-    def _tile_size(self, input_size: tuple[int, int]) -> int | None:
+    def _tile_size(self, input_size: tuple[int, int], band_width: int = 0) -> int | None:
         """Square tile side that fits --max-memory: 0 when no tiling is needed, None when
-        even the smallest useful tile does not fit."""
+        even the smallest useful tile does not fit.
+
+        ``band_width`` is the width of an input read band by band: a band of tile-high rows
+        of that width (uint8) is held beside the tile, so it counts against the budget too.
+        """
         if self.conversion.method != "exact" or self.memory_needed(input_size) <= self.max_memory:
             return 0
         stride = round(self.conversion.geometry.stride[0])
-        side = int(math.sqrt(self.max_memory / self.memory_needed((1, 1))))
+        # side² · bytes per pixel + side · band_width · 6 <= max_memory
+        # The band is held twice while the next one is put together.
+        a, b = self.memory_needed((1, 1)), 6 * band_width
+        side = int((-b + math.sqrt(b * b + 4 * a * self.max_memory)) / (2 * a))
         side = side // stride * stride
         return side if side >= self._tile_overlap() + stride else None
 
@@ -382,51 +470,85 @@ class DenseClassifier:
             out = self.model(x)
         return out.float().cpu()
 
-    def _forward_tiled(self, image: Tensor, name: str) -> tuple[Tensor, str]:
-        """Logits of one large image computed tile by tile within --max-memory."""
-        _, h, w = image.shape
-        side = self._tile_size((h, w)) or max(h, w)
+    def _forward_tiled(
+        self, prep: _Prepared, side: int
+    ) -> tuple[Tensor, Tensor, tuple[SpilledArray, ...], str]:
+        """Logits and probabilities of one large input, tile by tile within --max-memory.
+
+        Tiles go row by row, so a band-read input is read once, top to bottom, a band of
+        tile-high rows at a time. Each tile's cells go straight into the result, which lives
+        in memory-mapped files when it is itself too large for the budget.
+        """
+        h, w = prep.input_size
         stride = round(self.conversion.geometry.stride[0])
-        half_window = (self.meta.native_size[0] / 2, self.meta.native_size[1] / 2)
         rows = plan_tiles(h, side, stride, self._tile_overlap())
         cols = plan_tiles(w, side, stride, self._tile_overlap())
-        blocks: list[tuple[int, int, Tensor]] = []
+        row_spans = self._owned(rows, 0, stride)
+        col_spans = self._owned(cols, 1, stride)
+        shape = (
+            len(self.meta.categories),
+            max(g + n for g, _, n in row_spans),
+            max(g + n for g, _, n in col_spans),
+        )
+        spill: tuple[SpilledArray, ...] = ()
+        if 2 * 4 * math.prod(shape) > self.max_memory // 4:
+            spill = (SpilledArray(shape), SpilledArray(shape))
+            logits, probs = (torch.from_numpy(part.array) for part in spill)
+        else:
+            logits, probs = torch.empty(shape), torch.empty(shape)
         total, done = len(rows) * len(cols), 0
-        for y0, y1, ylo, yhi in rows:
-            for x0, x1, xlo, xhi in cols:
-                out = self._forward(image[None, :, y0:y1, x0:x1])[0]
-                r0, c0 = y0 // stride, x0 // stride
-                # Keep the cells whose window centre this tile owns.
-                ri = [
-                    i for i in range(out.shape[1]) if ylo <= y0 + i * stride + half_window[0] < yhi
-                ]
-                ci = [
-                    j for j in range(out.shape[2]) if xlo <= x0 + j * stride + half_window[1] < xhi
-                ]
-                if ri and ci:
-                    part = out[:, ri[0] : ri[-1] + 1, ci[0] : ci[-1] + 1]
-                    blocks.append((r0 + ri[0], c0 + ci[0], part.clone()))
+        for (y0, y1, _, _), (gr, tr, nr) in zip(rows, row_spans, strict=True):
+            band = prep.rows(y0, y1)
+            for (x0, x1, _, _), (gc, tc, nc) in zip(cols, col_spans, strict=True):
+                if nr and nc:
+                    out = self._forward(band[None, :, :, x0:x1])[0, :, tr : tr + nr, tc : tc + nc]
+                    logits[:, gr : gr + nr, gc : gc + nc] = out
+                    probs[:, gr : gr + nr, gc : gc + nc] = out.softmax(dim=0)
                 done += 1
                 if self.on_tile is not None:
-                    self.on_tile(name, done, total)
-        n_rows = max(r + b.shape[1] for r, _, b in blocks)
-        n_cols = max(c + b.shape[2] for _, c, b in blocks)
-        logits = torch.empty(blocks[0][2].shape[0], n_rows, n_cols)
-        for r, c, b in blocks:
-            logits[:, r : r + b.shape[1], c : c + b.shape[2]] = b
+                    self.on_tile(prep.name, done, total)
+            del band
+            for part in spill:
+                part.release()
         note = f"processed in {total} tiles of up to {side}×{side} px to stay within --max-memory"
-        return logits[None], note
+        if spill:
+            note += "; the scores were kept in memory-mapped files, not in RAM"
+        return logits, probs, spill, note
+
+    def _owned(
+        self, tiles: list[tuple[int, int, float, float]], axis: int, stride: int
+    ) -> list[tuple[int, int, int]]:
+        """Per tile along an axis: (first cell in the whole map, first cell in the tile, count)
+        of the cells whose window centre the tile owns."""
+        half = self.meta.native_size[axis] / 2
+        lengths: dict[int, int] = {}
+        spans = []
+        for start, stop, lo, hi in tiles:
+            if stop - start not in lengths:
+                # A probe one native window thick: the cell count of a tile of this length.
+                probe = [self.meta.native_size[0], self.meta.native_size[1]]
+                probe[axis] = stop - start
+                lengths[stop - start] = self.conversion.grids(tuple(probe))[1][axis]  # type: ignore[arg-type]
+            owned = [
+                i for i in range(lengths[stop - start]) if lo <= start + i * stride + half < hi
+            ]
+            first = owned[0] if owned else 0
+            spans.append((start // stride + first, first, len(owned)))
+        return spans
 
     def _run(self, group: Sequence[_Prepared]) -> list[DenseMap]:
-        size = tuple(group[0].tensor.shape[-2:])
+        size = group[0].input_size
         extra: tuple[str, ...] = ()
+        spill: tuple[SpilledArray, ...] = ()
+        side = self._tile_size(size, band_width=size[1] if group[0].source else 0)
         try:
-            if self._tile_size(size):  # type: ignore[arg-type]
+            if side:
                 # Tiled images run one at a time: a batch of them would not fit either.
-                logits, note = self._forward_tiled(group[0].tensor, group[0].name)
-                extra = (note,)
+                logits, probs, spill, note = self._forward_tiled(group[0], side)
+                logits, probs, extra = logits[None], probs[None], (note,)
             else:
-                logits = self._forward(torch.stack([p.tensor for p in group]))
+                logits = self._forward(torch.stack([p.rows(0, size[0]) for p in group]))
+                probs = logits.softmax(dim=1)
         except RuntimeError as exc:  # allocation failures surface as RuntimeError
             if "memory" not in str(exc).lower():
                 raise
@@ -435,7 +557,10 @@ class DenseClassifier:
                 f"{group[0].name}: out of memory at {w}×{h} input; lower --size, "
                 "--batch-size or --max-memory"
             ) from None
-        probs = logits.softmax(dim=1)
+        finally:
+            for p in group:
+                if p.source is not None:
+                    p.source.close()
         conv = self.conversion
         maps = []
         for p, lg, pr in zip(group, logits, probs, strict=True):
@@ -443,24 +568,36 @@ class DenseClassifier:
                 rows=int(lg.shape[-2]),
                 cols=int(lg.shape[-1]),
                 geometry=conv.geometry,
-                input_size=(int(p.tensor.shape[-2]), int(p.tensor.shape[-1])),
+                input_size=p.input_size,
                 image_size=p.image_size,
             )
+            # Reading a band-read image may have added notes (transparency found on the way).
+            found = _new(p.source.notes, p.notes) if p.source and p.scale_index == 0 else []
             maps.append(
                 DenseMap(
                     image=p.name,
-                    logits=lg.contiguous(),
-                    probs=pr.contiguous(),
+                    logits=lg if spill else lg.contiguous(),
+                    probs=pr if spill else pr.contiguous(),
                     grid=grid,
                     categories=self.meta.categories,
                     model=self.meta.name,
                     pool=conv.pool,
                     method=conv.method,
-                    notes=(*conv.notes, *p.notes, *extra),
+                    notes=(*conv.notes, *p.notes, *found, *extra),
                     scale=self.scales[p.scale_index],
+                    spill=spill,
                 )
             )
         return maps
+
+
+def _chw(hwc: np.ndarray) -> Tensor:
+    """[h, w, 3] uint8 → [3, h, w] (a view)."""
+    return torch.from_numpy(hwc).permute(2, 0, 1)
+
+
+def _new(notes: Sequence[str], known: Sequence[str]) -> list[str]:
+    return [n for n in notes if n not in known]
 
 
 def default_max_memory() -> int:
