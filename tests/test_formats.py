@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -143,3 +144,31 @@ def test_output_never_overwrites_the_input(tmp_path: Path) -> None:
     item = InputItem(img, str(img), PurePosixPath("x.png"))
     with pytest.raises(DenseclsError, match="overwrite the input"):
         output_path(tmp_path, item, ".png")
+
+
+def test_json_in_pieces_is_json_dumps_of_the_record() -> None:
+    from densecls.formats import _record, iter_map_json
+
+    dmap = _map()
+    pieces = list(iter_map_json(dmap, top_k=2))
+    assert len(pieces) > 6  # a piece per cell at least: never one string for the whole map
+    record = _record(dmap, 2)
+    record["cells"] = list(record["cells"])
+    assert "".join(pieces) == json.dumps(record, ensure_ascii=False)
+    multi = DenseMap(**{**_map().__dict__, "others": (replace(_map(), scale=2.0),)})
+    rec = json.loads(map_json(multi, top_k=1))
+    assert [s["scale"] for s in rec["scales"]] == [1.0, 2.0]
+    assert len(rec["scales"][1]["cells"]) == 6
+
+
+def test_npy_is_written_a_slice_at_a_time(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    calls = []
+    write_npy(tmp_path / "a.npy", array, release=lambda: calls.append(1))
+    assert len(calls) == 2  # after each class plane: a memory-mapped map's pages go back
+    assert np.array_equal(np.load(tmp_path / "a.npy"), array)
+    fortran = np.asfortranarray(array)
+    write_npy(tmp_path / "f.npy", fortran[:, ::2])  # any layout is saved as C order
+    assert np.array_equal(np.load(tmp_path / "f.npy"), array[:, ::2])
+    write_npy(tmp_path / "s.npy", np.float32(3))
+    assert np.load(tmp_path / "s.npy") == 3

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 import torch
 from conftest import SAMPLES
+from helpers import block_pattern, patch_vgg, write_block_png
 from PIL import Image
 
 from densecls.classes import imagenet_categories, resolve_class
@@ -188,3 +193,131 @@ def test_scales_run_every_factor_of_size(lite0: LoadedModel) -> None:
     assert dmap.overall(1)[0].index == int(mean.argmax()) == ESPRESSO
     with pytest.raises(DenseclsError, match="--scales"):
         DenseClassifier(lite0, scales=(0.0,))
+
+
+# --- huge images: band reading, spilled scores ---------------------------------------------
+
+
+def _items(*paths: Path) -> list[InputItem]:
+    return [InputItem(p, str(p), PurePosixPath(p.name)) for p in paths]
+
+
+def test_band_read_tiled_map_equals_the_whole_map(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    write_block_png(path, 1500, 2300)
+    loaded = patch_vgg()
+    whole = DenseClassifier(loaded, size=None, max_memory=16 << 30).predict(path)
+    small = DenseClassifier(loaded, size=None, max_memory=4 << 20)
+    ticks: list[tuple[str, int, int]] = []
+    small.on_tile = lambda name, done, total: ticks.append((name, done, total))
+    (res,) = small.predict_items(_items(path))
+    banded = res.map
+    assert banded is not None and any("read in bands" in n for n in banded.notes)
+    assert any("tiles" in n for n in banded.notes)
+    # Progress per tile: every tile once, in order, named by the image.
+    total = ticks[-1][2]
+    assert total > 4 and [t[1] for t in ticks] == list(range(1, total + 1))
+    assert {t[0] for t in ticks} == {str(path)}
+    # No padding in this model, so tiles change nothing: the maps agree to float rounding.
+    assert banded.logits.shape == whole.logits.shape == (10, 45, 70)
+    torch.testing.assert_close(banded.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    assert banded.grid == whole.grid
+
+
+def test_band_read_image_resized_to_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    write_block_png(path, 1500, 2300)
+    loaded = patch_vgg()
+    img = Image.open(path).convert("RGB")
+    whole = DenseClassifier(loaded, size=700, max_memory=16 << 30).predict(img)
+    banded = DenseClassifier(loaded, size=700, max_memory=4 << 20).predict(path)
+    assert any("read in bands" in n for n in banded.notes)
+    assert banded.grid.input_size == whole.grid.input_size == (700, 1073)
+    # Band-wise resizing is within one grey level of a whole resize.
+    assert (banded.logits - whole.logits).abs().max().item() < 0.05
+    assert (banded.argmax() == whole.argmax()).float().mean().item() > 0.95
+
+
+def test_large_maps_spill_to_memory_mapped_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = Image.fromarray(block_pattern(0, 2000, 0, 3000))
+    loaded = patch_vgg()
+    whole = DenseClassifier(loaded, size=None, max_memory=16 << 30).predict(img)
+    # 10 classes × 61 × 92 cells, logits and probabilities: 450 KB, over a quarter of 1.5 MB.
+    spilled = DenseClassifier(loaded, size=None, max_memory=1_500_000).predict(img)
+    assert spilled.spilled and not whole.spilled
+    assert any("memory-mapped" in n for n in spilled.notes)
+    torch.testing.assert_close(spilled.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(spilled.probs, whole.probs, rtol=1e-5, atol=1e-6)
+    # Reading in bands of a few rows gives what one read of the whole gives.
+    monkeypatch.setattr("densecls.infer._BAND_BYTES", 4 * 10 * 92 * 7)
+    assert len(list(spilled._bands())) == 9  # 61 rows, 7 at a time
+    values, indices = spilled.top(3)
+    want_values, want_indices = whole.top(3)
+    assert torch.equal(indices, want_indices)
+    torch.testing.assert_close(values, want_values)
+    assert torch.equal(spilled.argmax(), whole.argmax())
+    torch.testing.assert_close(spilled.heat([1, 4]), whole.heat([1, 4]))
+    assert [s.index for s in spilled.overall(3)] == [s.index for s in whole.overall(3)]
+    spilled.release()  # pages go back; the scores stay
+    torch.testing.assert_close(spilled.logits, whole.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_on_image_places_the_map_on_a_preview(classifier: DenseClassifier) -> None:
+    dmap = classifier.predict(SAMPLES / "coffee.png")  # 600×400
+    small = dmap.on_image((200, 300))
+    assert small.grid.image_size == (200, 300) and small.logits is dmap.logits
+    assert small.grid.box(0, 1) == tuple(round(v / 2) for v in dmap.grid.box(0, 1))
+    assert dmap.on_image(dmap.grid.image_size) is dmap
+
+
+_HUGE_RUN = """
+import json, resource, sys
+from pathlib import Path, PurePosixPath
+from helpers import patch_vgg
+from densecls.formats import write_npy
+from densecls.images import InputItem
+from densecls.infer import DenseClassifier
+
+path, out = Path(sys.argv[1]), Path(sys.argv[2])
+clf = DenseClassifier(patch_vgg(), size=None, max_memory=128 << 20, device="cpu")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tiles = []
+clf.on_tile = lambda name, done, total: tiles.append(total)
+(res,) = clf.predict_items([InputItem(path, str(path), PurePosixPath(path.name))], max_pixels=None)
+write_npy(out, res.map.probs.numpy(), release=res.map.release)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"notes": res.map.notes, "spilled": res.map.spilled, "tiles": len(tiles),
+                  "base": base * 1024, "peak": peak * 1024}))
+"""
+
+
+def test_image_far_beyond_memory_completes_in_bounded_memory(tmp_path: Path) -> None:
+    """30000×30000 px: 2.7 GB decoded, 10.8 GB as a float input. It runs in tiles read band
+    by band, its scores stream to a memory-mapped .npy, and memory stays bounded."""
+    side = 30000
+    path = tmp_path / "huge.png"
+    write_block_png(path, side, side)  # 13 MB on disk
+    out = tmp_path / "huge.npy"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    run = subprocess.run(
+        [sys.executable, "-c", _HUGE_RUN, str(path), str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["spilled"] and report["tiles"] > 100
+    assert "read in bands: 30000×30000 is too large to decode at once" in report["notes"]
+    # Above what torch and the model take: the 128 MB budget and its working copies, never
+    # the decoded image (2.7 GB) or the float input (10.8 GB).
+    assert report["peak"] - report["base"] < 600 << 20, report
+    probs = np.load(out, mmap_mode="r")
+    assert probs.shape == (10, 936, 936)  # floor(30000 / 32) - 1 cells a side
+    # Any region of the map equals the untiled map of that region cut out of the picture.
+    clf = DenseClassifier(patch_vgg(), size=None, max_memory=16 << 30)
+    for y, x in [(0, 0), (14016, 20032), (28960, 28960)]:  # multiples of the stride
+        crop = clf.predict(Image.fromarray(block_pattern(y, y + 1024, x, x + 1024)))
+        r, c = y // 32, x // 32
+        got = probs[:, r : r + crop.grid.rows, c : c + crop.grid.cols]
+        np.testing.assert_allclose(got, crop.probs.numpy(), rtol=1e-4, atol=1e-6)

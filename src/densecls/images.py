@@ -678,7 +678,7 @@ class LazyImage:
             (tw, y1 - y0), Image.Resampling.BILINEAR, box=(0, top - r0, w, bottom - r0),
             reducing_gap=None,
         )  # fmt: skip
-        return np.asarray(out)
+        return np.array(out)  # writable, as torch.from_numpy wants
 
     def preview(self, max_side: int) -> Image.Image:
         """The whole image shrunk to at most ``max_side`` on its longer side, read in bands."""
