@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 from conftest import SAMPLES
+from helpers import write_block_png
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -306,3 +307,24 @@ def test_finer_stride_in_json_and_info(images: dict[str, Path]) -> None:
     assert run("predict", images["coffee"], "--stride", "10").exit_code == 1
     info = run("info", "--stride", "8")
     assert "stride            8 px" in info.stdout
+
+
+def test_huge_image_is_read_in_bands_and_drawn_on_a_preview(tmp_path: Path) -> None:
+    big = tmp_path / "scan.png"
+    write_block_png(big, 4500, 8000)  # 108 MB decoded: over a quarter of --max-memory
+    common = ("--max-pixels", "40000000", "--max-memory", "400MB")
+    result = run("predict", big, "-f", "jsonl", *common)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["width"], record["height"]) == (8000, 4500)
+    assert "read in bands: 8000×4500 is too large to decode at once" in record["notes"]
+    assert record["cells"][-1]["box"][2:] == [8000, 4500]  # boxes in the original's pixels
+    out = tmp_path / "out"
+    for command in (("heatmap", "--class", "0", "--legend"), ("labelmap",)):
+        result = run(*command, big, "-o", out, *common)
+        assert result.exit_code == 0, result.stderr
+        assert "drawn on a 4096×2304 preview" in result.stderr
+    with Image.open(out / "scan.tench.png") as heat:  # class 0 is named by its label
+        assert heat.width == 4096 and heat.height > 2304  # the colour bar below
+    with Image.open(out / "scan.labels.png") as labels:
+        assert labels.height == 2304 and labels.width >= 4096

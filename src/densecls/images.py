@@ -680,14 +680,18 @@ class LazyImage:
         )  # fmt: skip
         return np.array(out)  # writable, as torch.from_numpy wants
 
+    def resized(self, size: tuple[int, int]) -> np.ndarray:
+        """The whole image resized to ``size`` as [h, w, 3] uint8, read a band at a time, so
+        only the result is ever held whole."""
+        step = max(1, _ROWS_PER_STEP * size[0] // self.size[0])
+        parts = [self.rows(y, min(y + step, size[0]), size) for y in range(0, size[0], step)]
+        return np.concatenate(parts)
+
     def preview(self, max_side: int) -> Image.Image:
-        """The whole image shrunk to at most ``max_side`` on its longer side, read in bands."""
+        """The whole image shrunk to at most ``max_side`` on its longer side."""
         h, w = self.size
         factor = min(1.0, max_side / max(h, w))
-        size = (max(1, round(h * factor)), max(1, round(w * factor)))
-        step = max(1, _ROWS_PER_STEP * size[0] // h)
-        parts = [self.rows(y, min(y + step, size[0]), size) for y in range(0, size[0], step)]
-        return Image.fromarray(np.concatenate(parts))
+        return Image.fromarray(self.resized((max(1, round(h * factor)), max(1, round(w * factor)))))
 
     def close(self) -> None:
         """Close the file; a later read opens it again."""

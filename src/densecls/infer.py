@@ -416,7 +416,7 @@ class DenseClassifier:
             drawn: list[str] = []
             if isinstance(loaded, LazyImage):
                 if not banded:  # the resized input fits: read it whole, band by band
-                    tensor = _chw(loaded.rows(0, h, size=(h, w)))
+                    tensor = _chw(loaded.resized((h, w)))
                 if keep and index == 0:
                     original = loaded.preview(PREVIEW_SIDE)
                     drawn = [f"drawn on a {original.width}×{original.height} preview"]
