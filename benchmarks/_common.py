@@ -288,3 +288,48 @@ def emit(text: str, output: Path | None) -> None:
 def log(message: str) -> None:
     """Progress on stderr, so stdout stays the markdown report."""
     print(message, file=sys.stderr, flush=True)
+
+
+def densecls_cmd() -> list[str]:
+    """The installed ``densecls`` command beside this Python, or ``python -m densecls.cli``."""
+    exe = Path(sys.executable).with_name("densecls")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "densecls.cli"]
+
+
+def run_cli(command: str, args: list[str], stdout_path: Path) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB, from ``wait4``) and stderr of one CLI run."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
+    with stdout_path.open("w") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [*densecls_cmd(), command, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()  # before wait4, so a chatty run cannot block
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"densecls {command} {' '.join(args)} failed ({code}): {err[-2000:]}")
+    return wall, usage.ru_maxrss, err
+
+
+def run_in_scratch(run: Callable[[Path], str], title: str, command: str, *extra: str) -> str:
+    """A markdown report: ``run`` on a fresh temporary folder (removed after), under a header
+    that names the machine, the command and the load before and after."""
+    import shutil
+    import tempfile
+
+    machine = machine_lines()
+    work = Path(tempfile.mkdtemp(prefix="densecls-bench-"))
+    try:
+        body = run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    header = [f"# {title}", "", f"`{command}`", "", *machine,
+              f"- load average at end: {load_average()}", *extra, ""]  # fmt: skip
+    return "\n".join([*header, body])

@@ -17,12 +17,7 @@ Peak RSS comes from ``wait4`` on CLI runs over the first 10 images and over all 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,32 +53,6 @@ def generate(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def densecls_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("densecls")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "densecls.cli"]
-
-
-def run_cli(args: list[str], stdout_path: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one CLI run."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
-    with stdout_path.open("w") as out:
-        t = time.perf_counter()
-        proc = subprocess.Popen(
-            [*densecls_cmd(), "predict", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"densecls {' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss
-
-
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=100, help="how many images to generate")
@@ -92,23 +61,12 @@ def main() -> None:
     c.QUIET.enabled = not args.no_wait
     n = 20 if args.quick else args.images
     repeats = 1 if args.quick else args.repeats
-    machine = c.machine_lines()
-    work = Path(tempfile.mkdtemp(prefix="densecls-bench-"))
-    try:
-        text = run(work, n, repeats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    header = [
-        "# densecls predict end to end (CPU)",
-        "",
-        "`python benchmarks/pipeline.py" + (" --quick" if args.quick else "") + "`",
-        "",
-        *machine,
-        f"- load average at end: {c.load_average()}",
+    command = "python benchmarks/pipeline.py" + (" --quick" if args.quick else "")
+    text = c.run_in_scratch(
+        lambda work: run(work, n, repeats), "densecls predict end to end (CPU)", command,
         c.QUIET.line(),
-        "",
-    ]
-    c.emit("\n".join([*header, text]), args.output)
+    )  # fmt: skip
+    c.emit(text, args.output)
 
 
 def run(work: Path, n: int, repeats: int) -> str:
@@ -154,10 +112,10 @@ def run(work: Path, n: int, repeats: int) -> str:
     cli_args = [str(photos), "--format", "jsonl", "--save-scores", str(out / "cli"), "-q"]
 
     def cli() -> None:
-        run_cli(cli_args, out / "cli.jsonl")
+        c.run_cli("predict", cli_args, out / "cli.jsonl")
 
     def cli_empty() -> None:
-        run_cli(["-", "-q"], out / "empty.jsonl")
+        c.run_cli("predict", ["-", "-q"], out / "empty.jsonl")
 
     # What the stages cost one after the other, with nothing overlapped.
     c.QUIET()
@@ -179,9 +137,9 @@ def run(work: Path, n: int, repeats: int) -> str:
     start = med["cli_empty"]
     cli_work = med["cli"] - start
 
-    rss10 = run_cli([str(small), "--format", "jsonl", "--save-scores", str(out / "r10"), "-q"],
-                    out / "r10.jsonl")[1]  # fmt: skip
-    rss100 = run_cli([*cli_args[:4], str(out / "r100"), "-q"], out / "r100.jsonl")[1]
+    r10 = [str(small), "--format", "jsonl", "--save-scores", str(out / "r10"), "-q"]
+    rss10 = c.run_cli("predict", r10, out / "r10.jsonl")[1]
+    rss100 = c.run_cli("predict", [*cli_args[:4], str(out / "r100"), "-q"], out / "r100.jsonl")[1]
 
     lines = [
         f"{n} images ({', '.join(f'{w}×{h}' for w, h in SIZES)}, cycled; every fourth a PNG, "

@@ -885,3 +885,18 @@ def test_bands_keep_the_pixel_limit(tmp_path: Path) -> None:
     Image.new("RGB", (400, 400)).save(tmp_path / "big.png")
     assert "--max-pixels" in _error(open_input, tmp_path / "big.png", max_pixels=1000,
                                     bands_over=0)  # fmt: skip
+
+
+def test_tiff_page_reads_in_bands(photo: Image.Image, tmp_path: Path) -> None:
+    import tifffile
+
+    from densecls.images import LazyImage, open_input
+
+    path = tmp_path / "pages.tif"
+    small = np.asarray(photo.resize((350, 450)))
+    tifffile.imwrite(path, np.asarray(photo), tile=(128, 128))
+    tifffile.imwrite(path, small, tile=(64, 64), append=True)
+    lazy = open_input(path, frame=1, all_frames=True, bands_over=0)
+    assert isinstance(lazy, LazyImage) and lazy.size == (450, 350)
+    assert lazy.notes[0] == "frame 2 of 2"
+    assert np.array_equal(lazy.rows(0, 450), small)

@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "InputItem",
     "InputProblem",
+    "LazyImage",
     "LoadedImage",
     "expand_frames",
     "frame_count",
@@ -37,6 +38,7 @@ __all__ = [
     "image_from_pil",
     "iter_inputs",
     "open_image",
+    "open_input",
     "parse_shard",
     "shard",
 ]
@@ -895,10 +897,8 @@ class _TiffBands:
 
     @classmethod
     def open(cls, path: Path, frame: int) -> _TiffBands | None:
-        try:
-            import tifffile
-        except ImportError:
-            return None
+        import tifffile
+
         reader = cls(path, frame)
         try:
             page = reader._page()
