@@ -288,7 +288,7 @@ from densecls.images import InputItem
 from densecls.infer import DenseClassifier
 
 path, out = Path(sys.argv[1]), Path(sys.argv[2])
-clf = DenseClassifier(patch_vgg(), size=None, max_memory=128 << 20, device="cpu")
+clf = DenseClassifier(patch_vgg(), size=None, max_memory=256 << 20, device="cpu")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tiles = []
 clf.on_tile = lambda name, done, total: tiles.append(total)
@@ -316,9 +316,10 @@ def test_image_far_beyond_memory_completes_in_bounded_memory(tmp_path: Path) -> 
     report = json.loads(run.stdout)
     assert report["spilled"] and report["tiles"] > 100
     assert "read in bands: 30000×30000 is too large to decode at once" in report["notes"]
-    # Above what torch and the model take: the 128 MB budget and its working copies, never
-    # the decoded image (2.7 GB) or the float input (10.8 GB).
-    assert report["peak"] - report["base"] < 600 << 20, report
+    # Above what torch and the model take: about the 256 MiB budget (measured: 251 MiB; a
+    # quarter more allowed for allocator noise), never the decoded image (2.7 GB) or the
+    # float input (10.8 GB).
+    assert report["peak"] - report["base"] < 320 << 20, report
     probs = np.load(out, mmap_mode="r")
     assert probs.shape == (10, 936, 936)  # floor(30000 / 32) - 1 cells a side
     # Any region of the map equals the untiled map of that region cut out of the picture.

@@ -635,8 +635,9 @@ def _lab_to_rgb(img: Image.Image, name: str) -> Image.Image:
 # ---------------------------------------------------------------------------------------
 # Images too large to decode at once: read in bands of rows
 
-# Rows decoded per step of a band read: bounds the temporary buffers to a few MB a row wide.
-_ROWS_PER_STEP = 256
+# Pixels decoded per step of a band read. A step's buffers (the raw rows, their copy for
+# Pillow's decoder, its image, the RGB array) take about 16 bytes a pixel: 32 MB at most.
+_STEP_PIXELS = 2 << 20
 
 
 class LazyImage:
@@ -655,6 +656,7 @@ class LazyImage:
         self.n_frames = n_frames
         self._notes = list(notes)
         self._reader = reader
+        self._step = max(1, _STEP_PIXELS // size[1])  # rows
         self._next = 0  # the reader's next row; _held holds the rows just above it
         self._held = np.zeros((0, size[1], 3), dtype=np.uint8)
 
@@ -685,7 +687,7 @@ class LazyImage:
     def resized(self, size: tuple[int, int]) -> np.ndarray:
         """The whole image resized to ``size`` as [h, w, 3] uint8, read a band at a time, so
         only the result is ever held whole."""
-        step = max(1, _ROWS_PER_STEP * size[0] // self.size[0])
+        step = max(1, self._step * size[0] // self.size[0])
         parts = [self.rows(y, min(y + step, size[0]), size) for y in range(0, size[0], step)]
         return np.concatenate(parts)
 
@@ -711,11 +713,11 @@ class LazyImage:
         parts = [self._held]
         while self._next < y1:
             if self._next < y0:  # rows above the band: decoded (a PNG must be), not kept
-                n = min(_ROWS_PER_STEP, y0 - self._next)
+                n = min(self._step, y0 - self._next)
                 with _pillow_errors(self.name, _BAND_ERRORS):
                     self._reader.read(n)
             else:
-                n = min(_ROWS_PER_STEP, y1 - self._next)
+                n = min(self._step, y1 - self._next)
                 notes: list[str] = []
                 with _pillow_errors(self.name, _BAND_ERRORS):
                     parts.append(np.asarray(_to_rgb(self._reader.read(n), notes, self.name)))
