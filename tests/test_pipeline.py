@@ -304,3 +304,25 @@ def test_skip_existing_without_output_files_skips_nothing(good: list[Path]) -> N
     result = run("predict", *good, "-f", "jsonl", "--skip-existing")
     assert result.exit_code == 0
     assert len(result.stdout.splitlines()) == 2
+
+
+def test_tiles_of_a_large_image_show_on_the_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    import densecls.cli as cli
+
+    big = tmp_path / "big.png"
+    Image.open(SAMPLES / "coffee.png").convert("RGB").resize((1800, 1200)).save(big)
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        cli, "err", Console(file=screen, force_terminal=True, width=120, highlight=False)
+    )
+    result = run("predict", big, "-f", "jsonl", "--size", "keep", "--max-memory", "300MB")
+    assert result.exit_code == 0
+    total = next(int(w) for w in json.loads(result.stdout)["notes"][-1].split() if w.isdigit())
+    shown = screen.getvalue()
+    assert f"{big}: tiles" in shown and f"/{total}" in shown  # a bar per tile, while it runs
