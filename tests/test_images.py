@@ -785,6 +785,9 @@ def test_band_reader_notes_and_restart(photo: Image.Image, tmp_path: Path) -> No
     # A band above the last one read restarts the file and still gives the right rows.
     whole = np.asarray(open_image(tmp_path / "a.png").image)
     assert np.array_equal(lazy.rows(10, 20), whole[10:20])
+    # Closed, it reads again from the top of the file.
+    lazy.close()
+    assert np.array_equal(lazy.rows(500, 510), whole[500:510])
     # Under the threshold the image decodes whole, as before.
     assert not isinstance(open_input(tmp_path / "a.png", bands_over=700 * 900 * 3), LazyImage)
 

@@ -698,16 +698,15 @@ class LazyImage:
         return Image.fromarray(self.resized((max(1, round(h * factor)), max(1, round(w * factor)))))
 
     def close(self) -> None:
-        """Close the file; a later read opens it again."""
-        self._held = self._held[:0]
+        """Close the file; a later read opens it again, from the top."""
+        self._next, self._held = 0, self._held[:0]
         self._reader.close()
 
     def _native(self, y0: int, y1: int) -> np.ndarray:
         if not 0 <= y0 < y1 <= self.size[0]:
             raise ValueError(f"rows {y0}:{y1} outside 0:{self.size[0]}")
         if y0 < self._next - len(self._held):
-            self._reader.restart()
-            self._next, self._held = 0, self._held[:0]
+            self.close()
         # Keep only what this band and later ones can still use: bands go down the image.
         self._held = self._held[max(0, y0 - (self._next - len(self._held))) :]
         parts = [self._held]
@@ -730,8 +729,7 @@ class LazyImage:
 
 class _BandReader(Protocol):
     def read(self, n: int) -> Image.Image: ...  # the next n rows, in the file's mode
-    def restart(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None: ...  # and rewind: the next read starts at the top
 
 
 def open_input(
@@ -818,9 +816,6 @@ class _PngBands:
         if depth != 8 or interlace or mode is None:
             return None
         return cls(path, mode, img.size[0], img)
-
-    def restart(self) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._fh is not None:
@@ -942,10 +937,8 @@ class _TiffBands:
             raise ValueError(f"segment {index} is empty")
         return segment.reshape(segment.shape[-3:]), where[-3], where[-2]
 
-    def restart(self) -> None:
-        self._row = 0
-
     def close(self) -> None:
+        self._row = 0
         if self._file is not None:
             self._file.close()
             self._file = None
