@@ -798,11 +798,11 @@ class _PngBands:
     """Rows of a non-interlaced 8-bit PNG in order: the zlib stream is inflated as it goes,
     and Pillow's own PNG decoder unfilters each step, given the previous row as context."""
 
-    def __init__(self, path: Path, mode: str, width: int, info: Image.Image) -> None:
-        self._path, self._mode, self._width = path, mode, width
-        self._palette = info.getpalette() if mode == "P" else None
-        self._transparency = info.info.get("transparency")
-        self._row_bytes = 1 + width * len(mode)
+    def __init__(self, path: Path, mode: str, img: Image.Image) -> None:
+        self._path, self._mode, self._width = path, mode, img.width
+        self._palette = img.getpalette() if mode == "P" else None
+        self._transparency = img.info.get("transparency")
+        self._row_bytes = 1 + img.width * len(mode)
         self._fh: IO[bytes] | None = None
 
     @classmethod
@@ -815,7 +815,7 @@ class _PngBands:
         mode = _PNG_COLOUR_MODES.get(colour)
         if depth != 8 or interlace or mode is None:
             return None
-        return cls(path, mode, img.size[0], img)
+        return cls(path, mode, img)
 
     def close(self) -> None:
         if self._fh is not None:

@@ -575,7 +575,11 @@ class DenseClassifier:
                 image_size=p.image_size,
             )
             # Reading a band-read image may have added notes (transparency found on the way).
-            found = _new(p.source.notes, p.notes) if p.source and p.scale_index == 0 else []
+            found = (
+                [n for n in p.source.notes if n not in p.notes]
+                if p.source and p.scale_index == 0
+                else []
+            )
             maps.append(
                 DenseMap(
                     image=p.name,
@@ -597,10 +601,6 @@ class DenseClassifier:
 def _chw(hwc: np.ndarray) -> Tensor:
     """[h, w, 3] uint8 → [3, h, w] (a view)."""
     return torch.from_numpy(hwc).permute(2, 0, 1)
-
-
-def _new(notes: Sequence[str], known: Sequence[str]) -> list[str]:
-    return [n for n in notes if n not in known]
 
 
 def default_max_memory() -> int:
