@@ -238,7 +238,8 @@ def random_torchvision(name: str, seed: int = 0) -> Any:
     import torch
     import torchvision.models as tvm
 
-    from densecls.models import LoadedModel, ModelMeta, family_of
+    from densecls.meta import LoadedModel, ModelMeta
+    from densecls.sources.torchvision import family_of
 
     torch.manual_seed(seed)
     module = tvm.get_model(name, weights=None).eval()
@@ -246,19 +247,19 @@ def random_torchvision(name: str, seed: int = 0) -> Any:
     crop = ref.transforms().crop_size[0]
     meta = ModelMeta(
         name=name,
-        family=family_of(name),
+        family=family_of(name).name,
         categories=tuple(ref.meta["categories"]),
         mean=tuple(ref.transforms().mean),
         std=tuple(ref.transforms().std),
         native_size=(crop, crop),
         weights="random (seeded)",
     )
-    return LoadedModel(module, meta)
+    return LoadedModel(module, meta, family_of(name))
 
 
 def load(name: str) -> Any:
     """The embedded default with its real weights; torchvision models with random ones."""
-    from densecls.models import DEFAULT_MODEL, load_model
+    from densecls.sources import DEFAULT_MODEL, load_model
 
     return load_model(name) if name == DEFAULT_MODEL else random_torchvision(name)
 

@@ -64,11 +64,10 @@ def run(models: tuple[str, ...], size: int, repeats: int) -> str:
         c.log(f"{name}: loading and converting")
         loaded = c.load(name)
         conv = convert(loaded)
-        family = loaded.meta.family
         contenders: dict[str, torch.nn.Module] = {"default": conv.model}
         for stride in STRIDES:
             for method in ("atrous", "shift"):
-                fine = finer(conv, family, stride=stride, method=method)  # type: ignore[arg-type]
+                fine = finer(conv, stride=stride, method=method)  # type: ignore[arg-type]
                 contenders[f"{method} {stride}"] = fine.model
         torch.manual_seed(0)
         x = torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last)

@@ -27,7 +27,8 @@ import _common as c
 import numpy as np
 from PIL import Image
 
-from densecls.infer import DenseClassifier, format_bytes, parse_bytes
+from densecls.infer import DenseClassifier
+from densecls.parse import format_bytes, parse_bytes
 
 TILE = 512
 HEADER = ("--max-memory", "tiles", "wall", "peak RSS", "peak - baseline", "÷ budget",

@@ -28,8 +28,8 @@ import torch
 from PIL import Image, ImageOps
 
 from densecls.formats import map_json, output_path, write_npy
-from densecls.images import InputItem, iter_inputs, open_image
 from densecls.infer import DenseClassifier
+from densecls.io import InputItem, iter_inputs, open_image
 
 # (width, height) of the generated images, cycled; and which get saved as PNG.
 SIZES = ((640, 480), (480, 640), (800, 600), (1024, 768), (500, 500), (1280, 720))

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from densecls.infer import DenseClassifier
-    from densecls.models import LoadedModel
+    from densecls.meta import LoadedModel
 
 # Rich reads these when a console is created; pinning them keeps tables and errors stable.
 os.environ["COLUMNS"] = "200"
@@ -34,7 +34,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 @pytest.fixture(scope="session")
 def lite0() -> LoadedModel:
     """The embedded default model, loaded once for the whole session."""
-    from densecls.models import load_model
+    from densecls.sources import load_model
 
     return load_model()
 

@@ -11,7 +11,9 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from densecls.models import LoadedModel, ModelMeta, family_of
+from densecls.meta import LoadedModel, ModelMeta
+from densecls.sources import family_named
+from densecls.sources.torchvision import family_of
 
 
 def random_torchvision(name: str, seed: int = 0) -> LoadedModel:
@@ -22,17 +24,18 @@ def random_torchvision(name: str, seed: int = 0) -> LoadedModel:
         kwargs = {"transform_input": True, "aux_logits": False, "init_weights": False}
     module = tvm.get_model(name, weights=None, **kwargs).eval()
     ref = tvm.get_model_weights(name).DEFAULT
+    family = family_of(name)
     crop = ref.transforms().crop_size[0]
     meta = ModelMeta(
         name=name,
-        family=family_of(name),
+        family=family.name,
         categories=tuple(ref.meta["categories"]),
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         native_size=(crop, crop),
         weights="random",
     )
-    return LoadedModel(module, meta)
+    return LoadedModel(module, meta, family)
 
 
 class PatchVGG(tvm.VGG):
@@ -53,7 +56,7 @@ def patch_vgg(seed: int = 0) -> LoadedModel:
         "patch_vgg", "vgg", tuple(f"c{i}" for i in range(10)), (0.5,) * 3, (0.5,) * 3,
         (64, 64), "random",
     )  # fmt: skip
-    return LoadedModel(PatchVGG().eval(), meta)
+    return LoadedModel(PatchVGG().eval(), meta, family_named("vgg"))
 
 
 def block_pattern(y0: int, y1: int, x0: int, x1: int, block: int = 48) -> np.ndarray:

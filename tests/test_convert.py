@@ -10,9 +10,10 @@ from helpers import random_torchvision
 from torch import nn
 from torch.testing import assert_close
 
-from densecls.convert import DenseModel, SlidingWindow, convert, split_model
+from densecls.convert import DenseModel, SlidingWindow, convert
 from densecls.errors import DenseclsError
-from densecls.models import LoadedModel, ModelMeta
+from densecls.meta import LoadedModel, ModelMeta
+from densecls.sources import family_named
 
 EXACT = [
     "alexnet",
@@ -45,7 +46,9 @@ def test_native_size_gives_original_logits(family_case: LoadedModel) -> None:
     torch.manual_seed(1)
     x = torch.randn(2, 3, *loaded.meta.native_size)
     ref = loaded.module(x)
-    split = split_model(loaded.module, loaded.meta.family)
+    assert loaded.family.split is not None
+    split = loaded.family.split(loaded.module)
+    assert split is not None
     assert_close(split.head(split.features(x)), ref, **_tol(ref))
     dense = conv.model(x)
     assert dense.shape == (2, ref.shape[1], 1, 1)
@@ -66,7 +69,10 @@ def test_every_cell_is_head_on_its_window(family_case: LoadedModel) -> None:
     rows, cols = dense.shape[-2:]
     assert (rows, cols) == (feats.shape[-2] - kh + 1, feats.shape[-1] - kw + 1)
     assert rows >= 2 and cols >= 3
-    head = split_model(loaded.module, loaded.meta.family).head
+    assert loaded.family.split is not None
+    split = loaded.family.split(loaded.module)
+    assert split is not None
+    head = split.head
     windows = torch.cat(
         [feats[:, :, i : i + kh, j : j + kw] for i in range(rows) for j in range(cols)]
     )
@@ -118,7 +124,7 @@ def test_cell_pool_on_flatten_head_keeps_windows() -> None:
 
 @torch.inference_mode()
 def test_default_model_real_weights_native_logits() -> None:
-    from densecls.models import load_model
+    from densecls.sources import load_model
 
     loaded = load_model()
     conv = convert(loaded)
@@ -154,9 +160,29 @@ def test_unknown_head_layer_is_a_clear_error() -> None:
 
     meta = ModelMeta("odd", "mobilenet_v2", ("a", "b"), (0.5,) * 3, (0.5,) * 3, (64, 64), "x")
     with pytest.raises(DenseclsError, match="BatchNorm1d has no dense form"):
-        convert(LoadedModel(Odd(), meta))
+        convert(LoadedModel(Odd(), meta, family_named("mobilenet_v2")))
 
 
 def test_bad_pool_is_a_clear_error() -> None:
     with pytest.raises(DenseclsError, match="--pool"):
         convert(random_torchvision("resnet18"), pool="max")  # type: ignore[arg-type]
+
+
+def test_each_dense_model_answers_its_grids() -> None:
+    conv = convert(random_torchvision("resnet18"))
+    assert conv.family == "resnet" and conv.atrous
+    assert conv.grids((256, 320)) == conv.model.grids((256, 320)) == ((8, 10), (2, 4))
+    window = SlidingWindow(nn.Identity(), (224, 224), 32)
+    assert window.grids((256, 320)) == (None, (2, 4))
+    assert window.grids((100, 100)) == (None, (1, 1))
+
+
+def test_head_rewriter_is_public() -> None:
+    from densecls.convert import convert_head
+
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 3))
+    out = convert_head(head, (2, 2), "window")
+    assert [c.original for c in out.changes] == ["AdaptiveAvgPool2d 1×1", "Flatten", "Linear 3×8"]
+    assert not out.flattens_grid
+    x = torch.randn(1, 8, 4, 5)
+    assert out.head(x).shape == (1, 3, 3, 4)

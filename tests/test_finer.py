@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,7 +23,8 @@ from torch.testing import assert_close
 from densecls.convert import Conversion, DenseModel, SlidingWindow, convert
 from densecls.errors import DenseclsError
 from densecls.finer import ShiftAndStitch, finer
-from densecls.models import LoadedModel, ModelMeta
+from densecls.meta import LoadedModel, ModelMeta
+from densecls.sources import family_named
 
 Groups = Sequence[Sequence[str]]
 
@@ -175,7 +177,7 @@ def _tiny(kind: str) -> LoadedModel:
         f"tiny_{kind}", kind, tuple(f"c{i}" for i in range(10)), (0.5,) * 3, (0.5,) * 3,
         (64, 64), "random",
     )  # fmt: skip
-    return LoadedModel(module.eval(), meta)
+    return LoadedModel(module.eval(), meta, family_named(kind))
 
 
 # The downsampling layers of each tiny model, latest stage first, by name in the DenseModel.
@@ -221,7 +223,7 @@ def test_tiny_atrous_is_the_definition(
 ) -> None:
     kind, _, conv = tiny
     step = 32 // factor
-    fine = finer(conv, kind, stride=step, method="atrous")
+    fine = finer(conv, stride=step, method="atrous")
     assert isinstance(fine.model, DenseModel)
     assert fine.geometry.stride == (step, step)
     assert fine.geometry.window == conv.geometry.window == (64, 64)
@@ -247,7 +249,7 @@ def test_tiny_shift_matches_inside_and_differs_at_the_border(
 ) -> None:
     kind, _, conv = tiny
     step = 32 // factor
-    fine = finer(conv, kind, stride=step, method="shift")
+    fine = finer(conv, stride=step, method="shift")
     assert isinstance(fine.model, ShiftAndStitch)
     assert fine.geometry.stride == (step, step)
     assert any("shift-and-stitch" in n and "border" in n for n in fine.notes)
@@ -284,7 +286,7 @@ def test_tiny_cell_pool_and_original_untouched() -> None:
     conv = convert(loaded, pool="cell")
     before = {k: v.clone() for k, v in conv.model.state_dict().items()}
     strides = [m.stride for m in conv.model.modules() if isinstance(m, nn.Conv2d)]
-    fine = finer(conv, "resnet", stride=16)
+    fine = finer(conv, stride=16)
     assert fine.pool == "cell" and fine.geometry.window == (32, 32)
     x = torch.randn(1, 3, 160, 192)
     with torch.inference_mode():
@@ -313,7 +315,7 @@ REAL_DOWN = {
 def test_real_architectures_atrous(name: str) -> None:
     loaded = random_torchvision(name)
     conv = convert(loaded)
-    fine = finer(conv, loaded.meta.family, stride=16)
+    fine = finer(conv, stride=16)
     assert isinstance(fine.model, DenseModel)  # auto chose à trous
     assert any("à trous" in n for n in fine.notes)
     torch.manual_seed(6)
@@ -331,7 +333,7 @@ def test_real_architectures_atrous(name: str) -> None:
 def test_resnet18_shift_keeps_default_cells() -> None:
     loaded = random_torchvision("resnet18")
     conv = convert(loaded)
-    fine = finer(conv, "resnet", stride=16, method="shift")
+    fine = finer(conv, stride=16, method="shift")
     x = torch.randn(1, 3, 256, 288)
     default = conv.model(x)
     out = fine.model(x)
@@ -348,7 +350,7 @@ def test_default_model_atrous_same_padding(lite0: LoadedModel) -> None:
     # 264 px: an odd stride-8 grid (33), so the phases that reach the stride-16 layer have
     # lengths of different parity, and TF "same" padding would differ if taken per phase.
     x = torch.randn(1, 3, 264, 224 + 32)
-    fine = finer(conv, "efficientnet_lite", stride=8)
+    fine = finer(conv, stride=8)
     assert isinstance(fine.model, DenseModel)
     with torch.inference_mode():
         default = conv.model(x)
@@ -364,9 +366,9 @@ def test_sliding_window_shift_is_exact() -> None:
         nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
     ).eval()
     meta = ModelMeta("vit_tiny", "vit", ("a", "b", "c"), (0.5,) * 3, (0.5,) * 3, (32, 32), "x")
-    conv = convert(LoadedModel(module, meta))
+    conv = convert(LoadedModel(module, meta, family_named("vit")))
     assert isinstance(conv.model, SlidingWindow)
-    fine = finer(conv, "vit", stride=8)
+    fine = finer(conv, stride=8)
     assert isinstance(fine.model, ShiftAndStitch)
     assert any("exact" in n for n in fine.notes)
     x = torch.randn(1, 3, 32 + 2 * 32 + 5, 32 + 3 * 32)
@@ -383,31 +385,31 @@ def test_sliding_window_shift_is_exact() -> None:
         ref = module(torch.cat(crops)).reshape(rows, cols, 3).permute(2, 0, 1)
     assert_close(out[0], ref, **_tol(ref))
     with pytest.raises(DenseclsError, match="--stride-method atrous: vit runs as a sliding window"):
-        finer(conv, "vit", stride=8, method="atrous")
+        finer(conv, stride=8, method="atrous")
 
 
 def test_auto_uses_shift_where_atrous_does_not_apply() -> None:
     loaded = _tiny("resnet")
-    conv = convert(loaded)
     # The same backbone under a family à trous does not cover: shift-and-stitch.
-    fine = finer(conv, "inception_v3", stride=8)
+    conv = replace(convert(loaded), family="inception_v3", atrous=False)
+    fine = finer(conv, stride=8)
     assert isinstance(fine.model, ShiftAndStitch)
     assert any("à trous is not available" in n for n in fine.notes)
     with pytest.raises(DenseclsError, match="--stride-method atrous: inception_v3"):
-        finer(conv, "inception_v3", stride=8, method="atrous")
+        finer(conv, stride=8, method="atrous")
 
 
 def test_bad_stride_is_a_clear_error() -> None:
     conv = convert(_tiny("vgg"))
     msg = "--stride 10: must be the model's cell stride 32 divided by 2, 4 or 8 (16, 8 or 4)"
     with pytest.raises(DenseclsError) as err:
-        finer(conv, "vgg", stride=10)
+        finer(conv, stride=10)
     assert str(err.value) == msg
     for bad in (0, 2, 64, -16):
         with pytest.raises(DenseclsError, match=f"--stride {bad}: must be"):
-            finer(conv, "vgg", stride=bad)
-    assert finer(conv, "vgg", stride=32) is conv
+            finer(conv, stride=bad)
+    assert finer(conv, stride=32) is conv
     with pytest.raises(DenseclsError, match="--stride 8: this conversion already has"):
-        finer(finer(conv, "vgg", stride=16), "vgg", stride=8)
+        finer(finer(conv, stride=16), stride=8)
     with pytest.raises(DenseclsError, match="--stride-method 'dense': unknown method"):
-        finer(conv, "vgg", stride=16, method="dense")  # type: ignore[arg-type]
+        finer(conv, stride=16, method="dense")  # type: ignore[arg-type]

@@ -21,8 +21,8 @@ from densecls.formats import (
     write_npy,
 )
 from densecls.grid import Geometry, Grid
-from densecls.images import InputItem
-from densecls.infer import DenseMap
+from densecls.io import InputItem
+from densecls.maps import DenseMap
 
 
 def _map() -> DenseMap:
@@ -147,14 +147,14 @@ def test_output_never_overwrites_the_input(tmp_path: Path) -> None:
 
 
 def test_json_in_pieces_is_json_dumps_of_the_record() -> None:
-    from densecls.formats import _record, iter_map_json
+    from densecls.formats import iter_map_json, record
 
     dmap = _map()
     pieces = list(iter_map_json(dmap, top_k=2))
     assert len(pieces) > 6  # a piece per cell at least: never one string for the whole map
-    record = _record(dmap, 2)
-    record["cells"] = list(record["cells"])
-    assert "".join(pieces) == json.dumps(record, ensure_ascii=False)
+    obj = record(dmap, 2)
+    obj["cells"] = list(obj["cells"])
+    assert "".join(pieces) == json.dumps(obj, ensure_ascii=False)
     multi = DenseMap(**{**_map().__dict__, "others": (replace(_map(), scale=2.0),)})
     rec = json.loads(map_json(multi, top_k=1))
     assert [s["scale"] for s in rec["scales"]] == [1.0, 2.0]
@@ -172,3 +172,90 @@ def test_npy_is_written_a_slice_at_a_time(tmp_path: Path) -> None:
     assert np.array_equal(np.load(tmp_path / "f.npy"), array[:, ::2])
     write_npy(tmp_path / "s.npy", np.float32(3))
     assert np.load(tmp_path / "s.npy") == 3
+
+
+# --- writers ------------------------------------------------------------------------------
+
+
+def test_stream_writers_write_their_format(tmp_path: Path) -> None:
+    import io
+
+    from densecls.formats import STREAM_FORMATS, stream_writer
+
+    assert sorted(STREAM_FORMATS) == ["csv", "json", "jsonl", "table"]
+    dmap = _map()
+    texts = {}
+    for fmt in STREAM_FORMATS:
+        stream = io.StringIO()
+        writer = stream_writer(fmt, stream, top_k=2)
+        assert writer.outputs(InputItem(Path("a.png"), "a.png", PurePosixPath("a.png"))) == []
+        writer.start()
+        writer.write(None, dmap, None)
+        writer.write(None, dmap, None)
+        writer.close()
+        texts[fmt] = stream.getvalue()
+    assert json.loads(texts["json"]) == [json.loads(map_json(dmap, top_k=2))] * 2
+    assert [json.loads(x) for x in texts["jsonl"].splitlines()] == json.loads(texts["json"])
+    csv_lines = texts["csv"].splitlines()
+    assert csv_lines[0] == ",".join(CSV_HEADER) and len(csv_lines) == 1 + 2 * 6 * 2
+    assert texts["table"].startswith("a/b.png: 576×512 px, 2×3 cells, window 448 px every 64 px")
+    assert texts["table"].count("overall (mean of cells)") == 2
+
+
+def test_empty_json_run_is_an_empty_array() -> None:
+    import io
+
+    from densecls.formats import JsonWriter
+
+    stream = io.StringIO()
+    writer = JsonWriter(stream)
+    writer.start()
+    writer.close()
+    assert stream.getvalue() == "[]\n"
+
+
+def test_file_writers_name_and_write_atomically(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from densecls.formats import NpyWriter, PictureWriter
+
+    dmap = _map()
+    item = InputItem(tmp_path / "in" / "b.png", "in/b.png", PurePosixPath("in/b.png"), frame=1)
+    npy = NpyWriter(tmp_path / "out", logits=True, frames=True)
+    assert npy.outputs(item) == [tmp_path / "out" / "in" / "b.frame1.npy"]
+    npy.write(item, dmap, None)
+    assert np.array_equal(np.load(npy.outputs(item)[0]), dmap.logits.numpy())
+
+    class TwoPictures:
+        def suffixes(self) -> list[str]:
+            return [".one.png", ".two.png"]
+
+        def draw(self, dmap: DenseMap, image: Image.Image):
+            yield image
+            yield image.convert("L")
+
+    pictures = PictureWriter(tmp_path / "pics", TwoPictures(), clobber=False)
+    assert pictures.needs_image
+    picture = Image.new("RGB", (4, 3), (10, 20, 30))
+    pictures.write(item, dmap, picture)
+    one, two = pictures.outputs(item)
+    assert Image.open(one).mode == "RGB" and Image.open(two).mode == "L"
+    with pytest.raises(DenseclsError, match="already exists; drop --no-clobber"):
+        pictures.write(item, dmap, picture)
+    assert not [p for p in (tmp_path / "pics").rglob(".*")]
+
+
+def test_columns_writer_makes_flat_columns() -> None:
+    from densecls.formats import ColumnsWriter
+
+    writer = ColumnsWriter(top_k=1, scores="logits")
+    writer.write(None, _map(), None)
+    writer.write(None, replace(_map(), image="c.png"), None)
+    columns = writer.columns()
+    assert list(columns)[:3] == ["image", "width", "height"] and list(columns)[-1] == "scores"
+    assert list(columns["image"]) == ["a/b.png", "c.png"]
+    assert json.loads(columns["grid"][0])["rows"] == 2
+    assert len(json.loads(columns["cells"][1])) == 6
+    assert columns["scores"][0].shape == (4, 2, 3)
+    again = writer.columns()  # collected rows are handed over once
+    assert list(again) == ["scores"] and len(again["scores"]) == 0

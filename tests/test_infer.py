@@ -17,9 +17,10 @@ from PIL import Image
 
 from densecls.classes import imagenet_categories, resolve_class
 from densecls.errors import DenseclsError
-from densecls.images import InputItem
-from densecls.infer import DenseClassifier, parse_shape, parse_size
-from densecls.models import LoadedModel
+from densecls.infer import DenseClassifier
+from densecls.io import InputItem
+from densecls.meta import LoadedModel
+from densecls.parse import parse_size
 
 CAT = set(resolve_class("cat", imagenet_categories()).indices)
 ESPRESSO = 967
@@ -128,11 +129,11 @@ def test_cell_pool_gives_the_finest_map(lite0: LoadedModel) -> None:
 
 def test_sizes_parse() -> None:
     assert parse_size("keep") is None and parse_size("448") == 448
-    assert parse_shape("384") == (384, 384) and parse_shape("480x640") == (480, 640)
+    assert parse_size("384") == 384 and parse_size("480x640") == (480, 640)
     with pytest.raises(DenseclsError, match="--size"):
         parse_size("big")
     with pytest.raises(DenseclsError, match="--size"):
-        parse_shape("0x5")
+        parse_size("0x5")
 
 
 def test_bad_options_are_clear_errors(lite0: LoadedModel) -> None:
@@ -169,7 +170,7 @@ def test_tiled_map_matches_the_whole_image(
     img = Image.open(SAMPLES / "astronaut.png").convert("RGB").resize((2048, 2048))
     whole = DenseClassifier(lite0, size=None, max_memory=16 << 30).predict(img)
     small = DenseClassifier(lite0, size=None, max_memory=600 << 20)
-    assert 0 < small._tile_size((2048, 2048)) < 2048
+    assert 0 < small._tile_side((2048, 2048)) < 2048
     tiled = small.predict(img)
     assert any("tiles" in n for n in tiled.notes)
     assert tiled.logits.shape == whole.logits.shape == (1000, 58, 58)
@@ -258,7 +259,7 @@ def test_large_maps_spill_to_memory_mapped_files(
     torch.testing.assert_close(spilled.logits, whole.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(spilled.probs, whole.probs, rtol=1e-5, atol=1e-6)
     # Reading in bands of a few rows gives what one read of the whole gives.
-    monkeypatch.setattr("densecls.infer._BAND_BYTES", 4 * 10 * 92 * 7)
+    monkeypatch.setattr("densecls.maps._BAND_BYTES", 4 * 10 * 92 * 7)
     assert len(list(spilled._bands())) == 9  # 61 rows, 7 at a time
     values, indices = spilled.top(3)
     want_values, want_indices = whole.top(3)
@@ -284,7 +285,7 @@ import json, resource, sys
 from pathlib import Path, PurePosixPath
 from helpers import patch_vgg
 from densecls.formats import write_npy
-from densecls.images import InputItem
+from densecls.io import InputItem
 from densecls.infer import DenseClassifier
 
 path, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -281,7 +281,7 @@ def test_progress_bar_on_a_terminal_and_quiet_off(
 
     from rich.console import Console
 
-    import densecls.cli as cli
+    import densecls.cli.output as cli
 
     screen = io.StringIO()
     monkeypatch.setattr(
@@ -313,7 +313,7 @@ def test_tiles_of_a_large_image_show_on_the_progress_bar(
 
     from rich.console import Console
 
-    import densecls.cli as cli
+    import densecls.cli.output as cli
 
     big = tmp_path / "big.png"
     Image.open(SAMPLES / "coffee.png").convert("RGB").resize((1800, 1200)).save(big)

@@ -14,12 +14,34 @@ from densecls.grid import Geometry, Grid
 from densecls.render import (
     add_legend,
     draw_grid,
-    heat_overlay,
     label_legend,
-    label_map,
-    raw_heat,
+    nearest_labels,
+    overlay_heat,
+    paint_labels,
+    rank_classes,
+    raw_image,
     upsample_heat,
 )
+
+# The pictures of a grid-space map, composed from the pixel-space API as
+# densecls.pictures composes them.
+
+
+def heat_overlay(image: Image.Image, heat: np.ndarray, grid: Grid, **options) -> Image.Image:
+    return overlay_heat(image, upsample_heat(heat, grid), **options)
+
+
+def raw_heat(heat: np.ndarray, grid: Grid) -> Image.Image:
+    return raw_image(upsample_heat(heat, grid))
+
+
+def label_map(
+    image: Image.Image, labels, names, grid: Grid, *, alpha: float = 0.5, legend: bool = True
+) -> Image.Image:
+    cells = np.asarray(labels)
+    ranked = rank_classes(cells)[0] if cells.dtype.kind in "iu" else None
+    painted = paint_labels(image, nearest_labels(cells, grid), names, alpha=alpha, ranked=ranked)
+    return label_legend(painted, cells, names) if legend else painted
 
 
 def make_grid(
@@ -416,7 +438,7 @@ def test_bad_heat_values_scale_and_image_size():
     assert one_line(err).startswith("--scale 'log'")
     with pytest.raises(DenseclsError) as err:
         heat_overlay(Image.new("RGB", (31, 20)), HEAT, GRID)
-    assert one_line(err).startswith("image: size 31×20")
+    assert one_line(err).startswith("heat: shape (20, 30) does not match the image's 20×31")
 
 
 def test_bad_labels():
@@ -459,3 +481,28 @@ def test_combine_heat_places_each_scale_by_its_windows() -> None:
     assert combine_labels([(probs_a, coarse)], "mean")[5, 30] == -1
     with pytest.raises(DenseclsError, match="--combine"):
         combine_heat([(a, coarse)], "median")  # type: ignore[arg-type]
+
+
+# --- the pixel-space steps on their own ---------------------------------------------------
+
+
+def test_nearest_labels_places_cells_and_leaves_uncovered_pixels_out():
+    # Two 10-px windows every 10 px on a 25-px-wide image: pixels 20..24 are uncovered.
+    grid = make_grid(1, 2, stride=10, window=10, image_size=(10, 25))
+    pixels = nearest_labels(np.array([[3, 5]]), grid)
+    assert pixels.shape == (10, 25)
+    assert (pixels[:, :10] == 3).all() and (pixels[:, 10:20] == 5).all()
+    assert (pixels[:, 20:] == -1).all()
+
+
+def test_paint_labels_colours_follow_the_given_ranking():
+    image = noise_image((4, 6))
+    labels = np.array([[0] * 4 + [1] * 2] * 4)
+    by_pixels = np.asarray(paint_labels(image, labels, ["a", "b"], alpha=1.0))
+    swapped = np.asarray(paint_labels(image, labels, ["a", "b"], alpha=1.0, ranked=[1, 0]))
+    # By pixel count class 0 gets the first colour; ranked=[1, 0] gives it the second.
+    assert (by_pixels[0, 0] == swapped[0, 5]).all() and (by_pixels[0, 5] == swapped[0, 0]).all()
+    uncovered = labels.copy()
+    uncovered[:, :2] = -1
+    painted = np.asarray(paint_labels(image, uncovered, ["a", "b"], alpha=1.0))
+    assert np.array_equal(painted[:, :2], np.asarray(image)[:, :2])

@@ -13,16 +13,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "DenseclsError": "densecls.errors",
     "DenseClassifier": "densecls.infer",
-    "DenseMap": "densecls.infer",
-    "Score": "densecls.infer",
-    "load_model": "densecls.models",
-    "available_models": "densecls.models",
+    "DenseMap": "densecls.maps",
+    "Score": "densecls.maps",
+    "ImageInput": "densecls.infer",
+    "run": "densecls.batch",
+    "iter_items": "densecls.batch",
+    "load_model": "densecls.sources",
+    "available_models": "densecls.sources",
     "convert": "densecls.convert",
     "Conversion": "densecls.convert",
     "Grid": "densecls.grid",
     "Geometry": "densecls.grid",
     "resolve_class": "densecls.classes",
-    "open_image": "densecls.images",
+    "open_image": "densecls.io",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

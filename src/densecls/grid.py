@@ -10,7 +10,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-__all__ = ["Geometry", "Grid", "plan_input_size", "plan_tiles"]
+__all__ = ["Geometry", "Grid", "plan_input_size", "plan_tiles", "scaled_size"]
 
 
 @dataclass(frozen=True)
@@ -97,21 +97,26 @@ class Grid:
 
 def plan_input_size(
     image_size: tuple[int, int],
-    size: int | None,
+    size: int | tuple[int, int] | None,
     native: tuple[int, int],
 ) -> tuple[tuple[int, int], str | None]:
-    """Pick the network input size for an image, keeping its aspect ratio.
+    """Pick the network input size for an image.
 
-    ``size`` is the wanted shorter side (``None`` keeps the image's own pixels). An image
-    smaller than the model's native input, or a ``size`` below it, is upscaled just to
-    the native size, so that one row or column of whole windows fits; the note says so.
+    ``size`` is the wanted shorter side (aspect ratio kept), an exact ``(height, width)``,
+    or ``None`` to keep the image's own pixels. An image smaller than the model's native
+    input, or a ``size`` below it, is upscaled just to the native size, so that one row or
+    column of whole windows fits; the note says so.
     """
     h, w = image_size
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {w}x{h}")
-    small = h < native[0] or w < native[1]
-    factor = 1.0 if size is None or small else size / min(h, w)
-    target = (max(1, round(h * factor)), max(1, round(w * factor)))
+    if isinstance(size, tuple):
+        target = size
+        h, w = size
+    else:
+        small = h < native[0] or w < native[1]
+        factor = 1.0 if size is None or small else size / min(h, w)
+        target = (max(1, round(h * factor)), max(1, round(w * factor)))
     if target[0] >= native[0] and target[1] >= native[1]:
         return target, None
     # Too small for one window: bring it to the native size, so it gets one row or
@@ -120,6 +125,18 @@ def plan_input_size(
     target = (max(native[0], round(h * factor)), max(native[1], round(w * factor)))
     note = f"upscaled {w}×{h} → {target[1]}×{target[0]} to reach the model's native size"
     return target, note
+
+
+def scaled_size(
+    size: int | tuple[int, int] | None, image_size: tuple[int, int], factor: float
+) -> int | tuple[int, int] | None:
+    """``--size`` at one of the ``--scales``: ``None`` (keep) scales the image's shorter side."""
+    if isinstance(size, tuple):
+        return (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+    if factor == 1.0 and size is None:
+        return None
+    base = size if size is not None else min(image_size)
+    return max(1, round(base * factor))
 
 
 def plan_tiles(

@@ -16,24 +16,21 @@ the pipeline that uses the class needs Ray (``pip install 'densecls[ray]'``)::
     ds.write_parquet("s3://bucket/densecls/")
 
 Batches use Ray's ``numpy`` format (a dict of column name → numpy array). Each output row
-has the keys of densecls's JSON record (:func:`densecls.formats.map_json`); the nested
+has the keys of densecls's JSON record (:func:`densecls.formats.record`); the nested
 ones (``grid``, ``overall``, ``cells``, ``notes``) are JSON text, so every batch has the
-same flat Arrow schema and Parquet, JSON and CSV writers take them as they are.
+same flat Arrow schema and Parquet, JSON and CSV writers take them as they are. The rows
+come from the same per-input pipeline as the CLI (:func:`densecls.batch.run`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from densecls.errors import DenseclsError
-
-if TYPE_CHECKING:
-    from densecls.infer import DenseMap
 
 __all__ = ["BATCH_FORMAT", "DenseclsPredictor"]
 
@@ -48,7 +45,7 @@ class DenseclsPredictor:
 
     Args:
         model: a model name (``efficientnet_lite0``, ``resnet50``, …).
-        weights, labels: as for :func:`densecls.models.load_model`.
+        weights, labels: as for :func:`densecls.sources.load_model`.
         size: shorter side in pixels fed to the network; ``None`` keeps each image's own
             pixels; default twice the model's native size.
         pool: ``window`` or ``cell``.
@@ -97,7 +94,16 @@ class DenseclsPredictor:
         )
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Map a ``numpy``-format batch to a batch of records (one row per image)."""
+        """Map a ``numpy``-format batch to a batch of records (one row per image).
+
+        Raises:
+            DenseclsError: no ``image`` column, an array that is not an image, or an image
+                that failed (a Ray task should fail loudly rather than drop a row).
+        """
+        from densecls.batch import Outcome, run
+        from densecls.formats import ColumnsWriter
+        from densecls.infer import ImageInput
+
         if "image" not in batch:
             raise DenseclsError(
                 f"batch columns {sorted(batch)}: no 'image' column; read the data with "
@@ -106,35 +112,22 @@ class DenseclsPredictor:
         images = batch["image"]
         paths = batch.get("path")
         names = ["<image>"] * len(images) if paths is None else [str(p) for p in paths]
-        maps = [
-            self.classifier.predict(_to_pil(array, name), name=name)
-            for array, name in zip(images, names, strict=True)
-        ]
-        return self.columns(maps)
+        items = [ImageInput(n, _to_pil(a, n)) for a, n in zip(images, names, strict=True)]
+        writer = ColumnsWriter(top_k=self.top_k, scores=self.scores)
+        failures: list[Outcome] = []
 
-    def columns(self, maps: list[DenseMap]) -> dict[str, np.ndarray]:
-        """Dense maps as columns: the record's keys, nested values as JSON text."""
-        from densecls.formats import map_json
+        class _Failures:
+            def outcome(self, outcome: Outcome) -> None:
+                if outcome.status == "failed":
+                    failures.append(outcome)
 
-        rows = [json.loads(map_json(m, top_k=self.top_k)) for m in maps]
-        keys = list(rows[0]) if rows else []
-        out: dict[str, np.ndarray] = {}
-        for key in keys:
-            values = [_flat(row[key]) for row in rows]
-            out[key] = np.array(values, dtype=object if isinstance(values[0], str) else None)
-        if self.scores is not None:
-            arrays = [(m.logits if self.scores == "logits" else m.probs).numpy() for m in maps]
-            column = np.empty(len(arrays), dtype=object)
-            column[:] = arrays
-            out["scores"] = column
-        return out
+            def tile(self, name: str, done: int, total: int) -> None:
+                pass
 
-
-def _flat(value: Any) -> Any:
-    """Nested values become JSON text so that every batch has one flat schema."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return value
+        run(items, self.classifier, [writer], on_progress=_Failures())
+        if failures:
+            raise DenseclsError(str(failures[0].message))
+        return writer.columns()
 
 
 def _to_pil(array: Any, name: str) -> Any:

@@ -15,18 +15,14 @@ from torch import nn
 from torch.testing import assert_close
 
 from densecls.classes import imagenet_categories
-from densecls.convert import (
-    Conversion,
-    DenseModel,
-    SlidingWindow,
-    Split,
-    convert,
-)
+from densecls.convert import Conversion, DenseModel, SlidingWindow, convert
 from densecls.errors import DenseclsError
-from densecls.models import LoadedModel, ModelMeta, load_model
-from densecls.timm_models import load_timm, split_timm, timm_categories, timm_loaded
+from densecls.meta import LoadedModel, ModelMeta, Split
+from densecls.sources import load_model
+from densecls.sources.timm import FAMILY, load_timm, timm_categories, timm_loaded
+from densecls.sources.timm_head import split_timm
 
-# densecls.timm_models imports timm only when called: without the extra, skip this file.
+# densecls.sources.timm imports timm only when called: without the extra, skip this file.
 timm = pytest.importorskip("timm")
 
 # One model per head type, the smallest timm has: pool + fc (ResNet), ClassifierHead
@@ -188,7 +184,7 @@ def test_channels_last_features_become_nchw() -> None:
     ref = module(x)
     assert_close(split.head(split.features(x)), ref, **_tol(ref))
     meta = ModelMeta("timm:nhwc", "timm", tuple("abcde"), (0.5,) * 3, (0.5,) * 3, (64, 64), "x")
-    conv = convert(LoadedModel(module, meta))
+    conv = convert(LoadedModel(module, meta, FAMILY))
     assert conv.method == "exact"
     dense = conv.model(x)
     assert dense.shape == (2, 5, 1, 5)

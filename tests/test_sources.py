@@ -1,4 +1,5 @@
-"""Loading models: the embedded default, torchvision through its cache, local checkpoints."""
+"""Loading models: the embedded default, torchvision through its cache, local checkpoints,
+and the registry that maps a name prefix to its source."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import torch
 import torchvision.models as tvm
 
 from densecls.errors import DenseclsError
-from densecls.models import (
+from densecls.meta import Family, LoadedModel, ModelEntry, ModelMeta
+from densecls.sources import (
     DEFAULT_MODEL,
+    SOURCES,
     available_models,
     categories_for,
-    family_of,
+    family_named,
+    lite,
     load_model,
+    source_for,
+    timm,
+    torchvision,
 )
+from densecls.sources.torchvision import family_of
 
 
 def _cache_file(name: str) -> Path:
@@ -146,3 +154,62 @@ def test_unknown_names_say_how_to_fix() -> None:
 def test_categories_without_loading_weights() -> None:
     assert categories_for("vgg16")[281] == "tabby"
     assert categories_for()[285] == "Egyptian cat"
+
+
+def test_prefix_dispatch() -> None:
+    assert source_for(DEFAULT_MODEL) is lite.SOURCE
+    assert source_for("resnet18") is torchvision.SOURCE
+    assert source_for("timm:resnet18") is timm.SOURCE
+    assert source_for("resnet5000") is torchvision.SOURCE  # it says the name is unknown
+    with pytest.raises(DenseclsError, match="'efficientnet_lite0x': unknown model"):
+        load_model("efficientnet_lite0x")
+
+
+def test_family_records() -> None:
+    assert family_of("wide_resnet50_2") is family_of("resnext50_32x4d") is family_named("resnet")
+    assert family_of("efficientnet_v2_s").name == "efficientnet_v2"
+    assert family_of("efficientnet_b0").name == "efficientnet"
+    assert family_of("vit_b_16").method == family_of("maxvit_t").method == "sliding-window"
+    assert family_named("resnet").atrous and not family_named("inception_v3").atrous
+    assert family_named("timm") is timm.FAMILY and family_named("efficientnet_lite") is lite.FAMILY
+    with pytest.raises(DenseclsError, match="densecls models"):
+        family_of("frobnet")
+
+
+class _FakeSource:
+    """A source under a made-up prefix: one tiny model with two named classes."""
+
+    family = Family("fake", ("fake:",), None)
+    families = (family,)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, object]] = []
+
+    def models(self) -> list[ModelEntry]:
+        return [ModelEntry("fake:tiny", "fake", "sliding-window", 32, ("made-up",))]
+
+    def load(self, name: str, *, weights: object, path: object) -> LoadedModel:
+        self.calls.append((name, weights, path))
+        meta = ModelMeta(name, "fake", ("yes", "no"), (0.5,) * 3, (0.5,) * 3, (32, 32), "x")
+        return LoadedModel(torch.nn.Identity(), meta, self.family)
+
+    def categories(self, name: str, *, weights: object) -> tuple[str, ...]:
+        self.calls.append((name, weights, None))
+        return ("yes", "no")
+
+
+def test_a_registered_source_is_used_everywhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = _FakeSource()
+    monkeypatch.setitem(SOURCES, "fake:", fake)
+    loaded = load_model(" fake:tiny ", weights="A")
+    assert loaded.meta.name == "fake:tiny" and loaded.family is fake.family
+    assert fake.calls == [("fake:tiny", "A", None)]
+    assert categories_for("fake:tiny") == ("yes", "no")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("oui\nnon\n")
+    assert load_model("fake:tiny", labels=labels).meta.categories == ("oui", "non")
+    names = [e.name for e in available_models()]
+    assert names[0] == DEFAULT_MODEL and names[-1] == "fake:tiny"
+    assert family_named("fake") is fake.family
