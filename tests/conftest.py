@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 os.environ["COLUMNS"] = "200"
 os.environ["TERMINAL_WIDTH"] = "200"
 os.environ["NO_COLOR"] = "1"
+# No test touches the Hugging Face hub: set before huggingface_hub is imported (it reads
+# this once), so an id that is not cached fails at once instead of trying the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)

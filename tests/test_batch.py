@@ -16,8 +16,8 @@ from PIL import Image
 from densecls.batch import Outcome, Summary, count_items, iter_items, run
 from densecls.errors import DenseclsError
 from densecls.formats import JsonWriter, NpyWriter
-from densecls.infer import DenseClassifier, ImageInput
-from densecls.io import InputItem
+from densecls.infer import DenseClassifier
+from densecls.io import ImageInput, InputItem
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,19 @@ def test_interruption_keeps_what_finished_and_closes_the_writers(
     assert summary.text() == "interrupted: 1 succeeded, 0 failed, 0 skipped"
     assert [r["image"] for r in json.loads(stream.getvalue())] == args[:2]
     assert rec.events[-1] == "close"
+
+
+def test_sigterm_is_an_interruption_with_its_own_exit_code(
+    clf: DenseClassifier, tmp_path: Path
+) -> None:
+    from densecls.errors import Terminated
+
+    class Stop(Recorder):
+        def write(self, item: Any, dmap: Any, image: Any) -> None:
+            raise Terminated
+
+    summary = run(iter_items([str(_png(tmp_path / "a.png"))]), clf, [Stop()])
+    assert summary.interrupted and summary.signal == 15 and summary.exit_code == 143
 
 
 def test_images_in_memory_and_tile_progress(tmp_path: Path) -> None:

@@ -292,7 +292,7 @@ def test_scales_in_json_and_pictures(halves: Path, tmp_path: Path) -> None:
         assert raw[:, 64:384].mean() > 10 * raw[:, 512:832].mean()
     r = run("labelmap", halves, "--scales", "1,1.5", "-o", out)
     assert r.exit_code == 0 and (out / "halves.labels.png").exists()
-    assert run("predict", halves, "--scales", "a,b").exit_code == 1
+    assert run("predict", halves, "--scales", "a,b").exit_code == 2  # usage error
 
 
 def test_finer_stride_in_json_and_info(images: dict[str, Path]) -> None:
@@ -304,7 +304,7 @@ def test_finer_stride_in_json_and_info(images: dict[str, Path]) -> None:
     assert rec["grid"]["cols"] == 2 * base["grid"]["cols"] - 1
     assert rec["grid"]["stride"][0] == pytest.approx(base["grid"]["stride"][0] / 2, abs=0.01)
     assert any("à trous" in n for n in rec["notes"])
-    assert run("predict", images["coffee"], "--stride", "10").exit_code == 1
+    assert run("predict", images["coffee"], "--stride", "10").exit_code == 2  # a usage error (#16)
     info = run("info", "--stride", "8")
     assert "stride            8 px" in info.stdout
 

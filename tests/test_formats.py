@@ -43,10 +43,12 @@ def test_json_record_key_by_key() -> None:
     dmap = _map()
     rec = json.loads(map_json(dmap, top_k=2))
     assert list(rec) == [
-        "image", "width", "height", "model", "pool", "method", "grid", "overall", "cells", "notes",
+        "image", "width", "height", "model", "pool", "method", "activation", "grid", "overall",
+        "cells", "notes",
     ]  # fmt: skip
     assert rec["image"] == "a/b.png" and rec["width"] == 576 and rec["height"] == 512
     assert rec["model"] == "m" and rec["pool"] == "window" and rec["method"] == "exact"
+    assert rec["activation"] == "softmax"
     assert rec["grid"] == {
         "rows": 2, "cols": 3, "stride": [64.0, 64.0], "window": [448.0, 448.0],
         "offset": [0.0, 0.0], "input_size": [256, 288],
@@ -123,8 +125,13 @@ def test_output_paths_stay_inside_and_keep_folders(tmp_path: Path) -> None:
     assert output_path(out, b, ".npy") == out / "b" / "x.npy"
     evil = InputItem(Path("../../etc/x.jpg"), "../../etc/x.jpg", PurePosixPath("../../etc/x.jpg"))
     assert output_path(out, evil, ".npy") == out / "etc" / "x.npy"
-    framed = InputItem(Path("a.gif"), "a.gif", PurePosixPath("a.gif"), frame=3)
-    assert output_path(out, framed, ".png", frames=True) == out / "a.frame3.png"
+    framed = InputItem(Path("a.gif"), "a.gif", PurePosixPath("a.gif"), frame=3, frames=4)
+    assert output_path(out, framed, ".png") == out / "a.frame3.png"
+    # --all-frames on a single-frame file keeps its plain name.
+    single = InputItem(Path("b.png"), "b.png", PurePosixPath("b.png"), frame=0, frames=1)
+    assert output_path(out, single, ".png") == out / "b.png"
+    kept = InputItem(Path("x.jpg"), "x.jpg", PurePosixPath("x.jpg"), stem="x.jpg")
+    assert output_path(out, kept, ".npy") == out / "x.jpg.npy"
 
 
 def test_symlink_in_output_dir_cannot_escape(tmp_path: Path) -> None:
@@ -220,8 +227,10 @@ def test_file_writers_name_and_write_atomically(tmp_path: Path) -> None:
     from densecls.formats import NpyWriter, PictureWriter
 
     dmap = _map()
-    item = InputItem(tmp_path / "in" / "b.png", "in/b.png", PurePosixPath("in/b.png"), frame=1)
-    npy = NpyWriter(tmp_path / "out", logits=True, frames=True)
+    item = InputItem(
+        tmp_path / "in" / "b.png", "in/b.png", PurePosixPath("in/b.png"), frame=1, frames=2
+    )
+    npy = NpyWriter(tmp_path / "out", logits=True)
     assert npy.outputs(item) == [tmp_path / "out" / "in" / "b.frame1.npy"]
     npy.write(item, dmap, None)
     assert np.array_equal(np.load(npy.outputs(item)[0]), dmap.logits.numpy())
@@ -259,3 +268,14 @@ def test_columns_writer_makes_flat_columns() -> None:
     assert columns["scores"][0].shape == (4, 2, 3)
     again = writer.columns()  # collected rows are handed over once
     assert list(again) == ["scores"] and len(again["scores"]) == 0
+
+
+def test_an_interruption_mid_write_leaves_nothing(tmp_path: Path) -> None:
+    from densecls.errors import Terminated
+
+    (tmp_path / "old.png").write_bytes(b"old")
+    with pytest.raises(Terminated), atomic_writer(tmp_path / "old.png") as fh:
+        fh.write(b"half a picture")
+        raise Terminated
+    assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
+    assert (tmp_path / "old.png").read_bytes() == b"old"

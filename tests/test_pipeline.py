@@ -248,7 +248,7 @@ def test_shards_partition_the_inputs(good: list[Path], tmp_path: Path) -> None:
         result = run("predict", src, "-f", "jsonl", "--shard", f"{k}/3")
         seen += [json.loads(x)["image"] for x in result.stdout.splitlines()]
     assert len(seen) == 6 and len(set(seen)) == 6
-    assert run("predict", src, "--shard", "4/3").exit_code == 1
+    assert run("predict", src, "--shard", "4/3").exit_code == 2  # a usage error (#16)
 
 
 def test_same_stem_in_two_folders_never_collide(tmp_path: Path) -> None:
@@ -326,3 +326,208 @@ def test_tiles_of_a_large_image_show_on_the_progress_bar(
     total = next(int(w) for w in json.loads(result.stdout)["notes"][-1].split() if w.isdigit())
     shown = screen.getvalue()
     assert f"{big}: tiles" in shown and f"/{total}" in shown  # a bar per tile, while it runs
+
+
+# --- issue #16: hostile inputs ------------------------------------------------------------
+
+
+def _cli(*args: object, **popen: object) -> subprocess.CompletedProcess[str]:
+    """The real command in a subprocess, for what CliRunner cannot do (signals, fds)."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "densecls", *map(str, args)], text=True, env=env,
+        capture_output="stdout" not in popen, timeout=300, **popen,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_same_stem_other_extension_keeps_both_outputs(good: list[Path], tmp_path: Path) -> None:
+    src = good[0].parent
+    Image.open(good[0]).save(src / "chelsea.jpg")  # beside chelsea.png
+    out = tmp_path / "scores"
+    result = run("predict", src, "-f", "jsonl", "--save-scores", out)
+    assert result.exit_code == 0 and "3 succeeded" in result.stderr
+    # Folders are walked in sorted order: chelsea.jpg comes first and keeps the plain name.
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.npy", "chelsea.png.npy", "coffee.npy"]
+    pics = tmp_path / "pics"
+    assert run("heatmap", src, "--class", "cat", "-o", pics, "-q").exit_code == 0
+    assert sorted(p.name for p in pics.iterdir()) == [
+        "chelsea.cat.png", "chelsea.png.cat.png", "coffee.cat.png"
+    ]  # fmt: skip
+
+
+def test_an_output_never_replaces_an_input_of_the_run(good: list[Path]) -> None:
+    photo = good[0]
+    victim = photo.with_name(f"{photo.stem}.cat.png")  # what photo's heatmap would be called
+    Image.open(good[1]).save(victim)
+    before = victim.read_bytes()
+    result = run("heatmap", photo, victim, "--class", "cat", "-o", photo.parent)
+    assert result.exit_code == 1
+    assert victim.read_bytes() == before
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [
+        f"error: {photo}: its output {victim} is an input of this run; write the outputs to "
+        "another folder"
+    ]
+    assert "1 succeeded, 1 failed" in result.stderr  # the victim's own heatmap is written
+
+
+def test_classes_without_a_query_lists_every_class() -> None:
+    result = run("classes")
+    assert result.exit_code == 0, result.output
+    assert "tench" in result.stdout and "toilet tissue" in result.stdout
+    assert result.stdout.count("│") >= 2 * 1000
+
+
+def test_sigterm_stops_like_ctrl_c(good: list[Path], tmp_path: Path) -> None:
+    import signal
+    import time
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        Image.open(good[i % 2]).resize((600, 448)).save(src / f"{i:02d}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "densecls", "heatmap", src, "--class", "cat", "-o", out],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.glob("*.png"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and "succeeded" in last
+    done = int(last.split()[1])
+    assert 1 <= done < 40 and len(list(out.glob("*.png"))) == done
+    assert not list(out.glob(".*")), "a temporary file was left behind"
+
+
+def test_full_disk_and_closed_stdout_are_one_line(good: list[Path]) -> None:
+    with open("/dev/full", "w") as full:
+        result = _cli("predict", *good, "-f", "json", stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: stdout: cannot write results (No space left on device); free space or "
+        "redirect it elsewhere",
+        "0 succeeded, 1 failed, 0 skipped",
+    ], result.stderr
+    closed = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m densecls predict "{good[0]}" -f jsonl >&-'],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert closed.returncode == 1 and "Traceback" not in closed.stderr
+    assert "error: stdout: is closed; redirect it to a file" in closed.stderr
+
+
+def test_the_table_grid_is_never_cut(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.png"
+    Image.open(SAMPLES / "coffee.png").convert("RGB").resize((1800, 300)).save(wide)
+    env = {**os.environ, "COLUMNS": "60", "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "densecls", "predict", wide, "--size", "224", "-q"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    cols = int(header.split(" cells")[0].split("×")[-1])
+    assert cols > 30
+    numbers = {w for line in result.stdout.splitlines() for w in line.split() if w.isdigit()}
+    assert {str(c) for c in range(cols)} <= numbers  # every column is printed somewhere
+    assert max(len(line) for line in result.stdout.splitlines()[1:20]) <= 60
+
+
+def test_models_names_are_whole_in_a_pipe() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    result = subprocess.run(
+        [sys.executable, "-m", "densecls", "models"], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert "efficientnet_lite0" in result.stdout and "regnet_y_128gf" in result.stdout
+    assert "…" not in "".join(line.split("│")[1] for line in result.stdout.splitlines()[3:-1])
+    help_text = subprocess.run(
+        [sys.executable, "-c", "from densecls.cli import main; main()", "heatmap", "--help"],
+        capture_output=True, text=True, env=env, timeout=120,
+    ).stdout  # fmt: skip
+    assert "--no-skip-existing" in help_text and "efficientnet_lite0 (embedded)" in help_text
+
+
+def test_all_frames_records_name_their_frame(tmp_path: Path, good: list[Path]) -> None:
+    gif = tmp_path / "anim.gif"
+    first = Image.open(good[0]).convert("RGB")
+    first.save(gif, save_all=True, append_images=[first.transpose(Image.FLIP_LEFT_RIGHT)])
+    out = tmp_path / "scores"
+    result = run("predict", gif, good[1], "--all-frames", "-f", "jsonl", "--save-scores", out)
+    records = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [(r["image"], r["frame"]) for r in records] == [
+        (str(gif), 0), (str(gif), 1), (str(good[1]), 0)
+    ]  # fmt: skip
+    assert list(records[0])[:2] == ["image", "frame"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "anim.frame0.npy", "anim.frame1.npy", f"{good[1].stem}.npy"
+    ]  # fmt: skip
+    rows = run("predict", gif, "--all-frames", "-f", "csv", "--top-k", "1").stdout.splitlines()
+    assert rows[0].startswith("image,frame,row,col")
+    assert {r.split(",")[1] for r in rows[1:]} == {"0", "1"}
+    plain = run("predict", gif, "-f", "jsonl").stdout
+    assert "frame" not in json.loads(plain)  # without --all-frames, records are as before
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--size", "0"), ("--max-memory", "garbage"), ("--shard", "3/2"), ("--stride", "7"),
+     ("--scales", "abc"), ("--max-pixels", "0")],
+)  # fmt: skip
+def test_bad_option_values_are_usage_errors(good: list[Path], option: tuple[str, str]) -> None:
+    result = run("predict", good[0], *option)
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.stderr and "Traceback" not in result.output
+    assert not result.stdout
+
+
+def test_bad_picture_options_fail_before_the_model(good: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "pics"
+    result = run("heatmap", good[0], "--class", "cat", "--colormap", "nope", "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --colormap 'nope': unknown colormap")
+    assert not out.exists()
+
+
+def test_table_output_into_head_exits_0(good: list[Path]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "densecls", "predict", *good, *good, "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_save_scores_failures_name_the_option(good: list[Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "scores"
+    blocker.write_text("a file where the folder should be")
+    result = run("predict", good[0], "-f", "jsonl", "--save-scores", blocker)
+    assert result.exit_code == 1
+    assert "check --save-scores" in result.stderr and "--output-dir" not in result.stderr
+
+
+def test_skip_existing_with_nothing_to_do_loads_no_model(
+    good: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "pics"
+    assert run("heatmap", *good, "--class", "cat", "-o", out).exit_code == 0
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(DenseClassifier, "__init__", no_model)
+    result = run("heatmap", *good, "--class", "cat", "-o", out, "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert "0 succeeded, 0 failed, 2 skipped" in result.stderr

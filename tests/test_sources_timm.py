@@ -329,3 +329,28 @@ def test_without_timm_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     assert str(err.value) == (
         "--model timm:resnet50: needs the timm extra; pip install 'densecls[timm]'"
     )
+
+
+def test_pretrained_download_chatter_goes_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = timm.create_model
+
+    def chatty(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
+        print(f'Downloading: "https://example.invalid/{name}.pth"')  # as torch.hub does
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", chatty)
+    load_model("timm:resnet10t")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert 'Downloading: "https://example.invalid/resnet10t.pth"' in captured.err
+
+
+def test_weights_that_are_no_tag_say_so_before_a_conflict() -> None:
+    with pytest.raises(DenseclsError, match=r"^--weights checkpoint: timm has no weights"):
+        load_model("timm:resnet18.a1_in1k", weights="checkpoint")
+    with pytest.raises(DenseclsError, match=r"already names weights a1_in1k"):
+        load_model("timm:resnet18.a1_in1k", weights="a2_in1k")
+    with pytest.raises(DenseclsError, match=r"^--weights finetuned\.safetensors: no such file"):
+        load_model("timm:resnet18", weights="finetuned.safetensors")

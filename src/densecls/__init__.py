@@ -15,7 +15,7 @@ _LAZY = {
     "DenseClassifier": "densecls.infer",
     "DenseMap": "densecls.maps",
     "Score": "densecls.maps",
-    "ImageInput": "densecls.infer",
+    "ImageInput": "densecls.io",
     "run": "densecls.batch",
     "iter_items": "densecls.batch",
     "load_model": "densecls.sources",

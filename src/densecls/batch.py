@@ -13,12 +13,15 @@ The CLI and :mod:`densecls.ray` both run through :func:`run`; so can any Python 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OutputError, Terminated
 from densecls.io import (
     DEFAULT_MAX_PIXELS,
     InputItem,
@@ -32,10 +35,13 @@ from densecls.io import (
 
 if TYPE_CHECKING:
     from densecls.formats import Writer
-    from densecls.infer import DenseClassifier, ImageInput
+    from densecls.infer import DenseClassifier
+    from densecls.io import ImageInput
     from densecls.maps import DenseMap
 
-__all__ = ["Outcome", "Progress", "Summary", "count_items", "iter_items", "run"]
+__all__ = ["Outcome", "Progress", "Summary", "Terminated", "count_items", "iter_items", "run"]
+
+SIGINT, SIGTERM = 2, 15
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,21 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Summary:
-    """Counts of a run; ``interrupted`` when Ctrl-C stopped it."""
+    """Counts of a run; ``interrupted`` when a signal stopped it (``signal``: which)."""
 
     done: int = 0
     failed: int = 0
     skipped: int = 0
     interrupted: bool = False
+    signal: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 every input succeeded, 1 some failed, 130 interrupted."""
-        return 130 if self.interrupted else 1 if self.failed else 0
+        """0 every input succeeded, 1 some failed, 128 + the signal when interrupted (130
+        for Ctrl-C, 143 for SIGTERM)."""
+        if self.interrupted:
+            return 128 + (self.signal or SIGINT)
+        return 1 if self.failed else 0
 
     def text(self) -> str:
         """``2 succeeded, 1 failed, 0 skipped`` (``interrupted: `` first when it was)."""
@@ -114,7 +124,7 @@ def count_items(images: Sequence[str], **options: object) -> int | None:
 
 def run(
     items: Iterable[InputItem | InputProblem | ImageInput],
-    classifier: DenseClassifier,
+    classifier: DenseClassifier | Callable[[], DenseClassifier],
     writers: Sequence[Writer],
     *,
     on_progress: Progress | None = None,
@@ -122,16 +132,22 @@ def run(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     all_frames: bool = False,
     keep_maps: bool = False,
+    protect: Iterable[Path] = (),
 ) -> Summary:
     """Predict every input and hand each map to every writer, in order.
 
-    Two inputs that would share output names (``a/x.jpg`` and ``b/x.jpg`` given as files)
-    get the later one's longer path instead. With ``skip_existing``, an input whose every
-    output file exists is skipped (writers with no files skip nothing). A failure, of
-    reading, running or writing, is reported and counted, and the run goes on; Ctrl-C
-    ends it with ``interrupted`` set. Writers are started first and always closed.
-    ``keep_maps`` puts each map in its :class:`Outcome` (they are dropped otherwise, so
-    memory stays flat over a long run).
+    Output names are unique across the run: a later input whose outputs would take an
+    earlier one's names gets its longer path (``a/x.jpg`` and ``b/x.jpg`` given as files) or
+    keeps its extension (``x.png`` and ``x.jpg``). No output may be an input of the run:
+    the inputs seen so far, and ``protect`` (every input, when they can be listed first).
+    With ``skip_existing``, an input whose every output file exists is skipped (writers
+    with no files skip nothing). A failure, of reading, running or writing, is reported and
+    counted, and the run goes on, except an :class:`OutputError` (stdout closed or full),
+    which ends it. Ctrl-C (or :class:`Terminated`) ends it with ``interrupted`` set.
+    Writers are started first and always closed. ``classifier`` may be a function that
+    makes one: it is called only if some input needs it (with ``skip_existing``, a run
+    whose outputs all exist loads no model). ``keep_maps`` puts each map in its
+    :class:`Outcome` (they are dropped otherwise, so memory stays flat over a long run).
     """
     counts = {"done": 0, "failed": 0, "skipped": 0}
 
@@ -140,13 +156,20 @@ def run(
         if on_progress is not None:
             on_progress.outcome(outcome)
 
-    if on_progress is not None:
-        classifier.on_tile = on_progress.tile
-    for writer in writers:
-        writer.start()
+    names = _Names(writers, skip_existing, protect)
+    clf: DenseClassifier | None = None
     try:
-        results = classifier.predict_items(
-            _wanted(items, writers, skip_existing, report),
+        for writer in writers:
+            writer.start()
+        wanted = names.wanted(items, report)
+        first = next(wanted, None)
+        if first is None:
+            return Summary(**counts)
+        clf = classifier() if callable(classifier) else classifier
+        if on_progress is not None:
+            clf.on_tile = on_progress.tile
+        results = clf.predict_items(
+            itertools.chain([first], wanted),
             max_pixels=max_pixels,
             all_frames=all_frames,
             keep_image=any(w.needs_image for w in writers),
@@ -159,49 +182,98 @@ def run(
             try:
                 for writer in writers:
                     writer.write(res.item, res.map, res.image)
+            except OutputError as exc:
+                report(Outcome(res.item.display, "failed", str(exc)))
+                break
             except DenseclsError as exc:
                 report(Outcome(res.item.display, "failed", str(exc)))
             else:
                 kept = res.map if keep_maps else None
                 report(Outcome(res.item.display, "done", notes=res.map.notes, map=kept))
-    except KeyboardInterrupt:
-        return Summary(**counts, interrupted=True)
+    except KeyboardInterrupt as exc:
+        code = SIGTERM if isinstance(exc, Terminated) else SIGINT
+        return Summary(**counts, interrupted=True, signal=code)
     finally:
-        classifier.on_tile = None
+        if clf is not None:
+            clf.on_tile = None
         for writer in writers:
-            writer.close()
+            with contextlib.suppress(OutputError):  # reported when it first failed
+                writer.close()
     return Summary(**counts)
 
 
-def _wanted(
-    items: Iterable[InputItem | InputProblem | ImageInput],
-    writers: Sequence[Writer],
-    skip_existing: bool,
-    report: Callable[[Outcome], None],
-) -> Iterator[InputItem | ImageInput]:
-    """The items to run: problems reported, output names made unique, finished ones skipped."""
-    seen: set[tuple[PurePosixPath, int]] = set()
-    for item in items:
-        if isinstance(item, InputProblem):
-            report(Outcome(item.display, "failed", item.message))
-            continue
-        if not isinstance(item, InputItem):
-            yield item  # in memory: no files to name
-            continue
-        if (item.rel, item.frame) in seen:
-            # Two inputs with one output name (a/x.jpg and b/x.jpg): the later one is
-            # named by its longer path instead of overwriting the first.
-            item = replace(item, rel=full_rel(item.path))
-        seen.add((item.rel, item.frame))
-        if skip_existing:
+class _Names:
+    """Output names of the run so far: unique, never an input, skipped when done."""
+
+    def __init__(
+        self, writers: Sequence[Writer], skip_existing: bool, protect: Iterable[Path]
+    ) -> None:
+        self.writers = writers
+        self.skip_existing = skip_existing
+        self.inputs = {_resolved(p) for p in protect}
+        self.taken: dict[tuple[PurePosixPath, int], InputItem] = {}
+
+    def wanted(
+        self,
+        items: Iterable[InputItem | InputProblem | ImageInput],
+        report: Callable[[Outcome], None],
+    ) -> Iterator[InputItem | ImageInput]:
+        """The items to run: problems reported, outputs named, finished ones skipped."""
+        for item in items:
+            if isinstance(item, InputProblem):
+                report(Outcome(item.display, "failed", item.message))
+                continue
+            if not isinstance(item, InputItem):
+                yield item  # in memory: no files to name
+                continue
+            self.inputs.add(_resolved(item.path))
             try:
-                # Only inputs whose every output file exists are done (stdout-only runs
-                # have no files, so nothing is skipped).
-                paths = [p for w in writers for p in w.outputs(item)]
-                if paths and all(p.exists() for p in paths):
-                    report(Outcome(item.display, "skipped"))
-                    continue
+                item = self._unique(item)
+                paths = [p for w in self.writers for p in w.outputs(item)]
+                for path in paths:
+                    if _resolved(path) in self.inputs:
+                        raise DenseclsError(
+                            f"{item.display}: its output {path} is an input of this run; "
+                            "write the outputs to another folder"
+                        )
             except DenseclsError as exc:
                 report(Outcome(item.display, "failed", str(exc)))
                 continue
-        yield item
+            # Only inputs whose every output file exists are done (stdout-only runs have
+            # no files, so nothing is skipped).
+            if self.skip_existing and paths and all(p.exists() for p in paths):
+                report(Outcome(item.display, "skipped"))
+                continue
+            yield item
+
+    def _unique(self, item: InputItem) -> InputItem:
+        """The item, renamed if an earlier input's outputs already have its names."""
+        earlier = self.taken.get(_key(item))
+        if earlier is not None and _resolved(earlier.path) != _resolved(item.path):
+            # Same name in another folder: the longer path; same stem, other extension
+            # (x.png, x.jpg): the extension stays in the name.
+            if earlier.rel.name == item.rel.name:
+                candidates = [replace(item, rel=full_rel(item.path))]
+            else:
+                candidates = [replace(item, stem=item.rel.name)]
+            candidates.append(replace(item, rel=full_rel(item.path), stem=item.rel.name))
+            free = [c for c in candidates if _key(c) not in self.taken]
+            if not free:
+                raise DenseclsError(
+                    f"{item.display}: its outputs would take the names of an earlier input's; "
+                    "rename the file or run it on its own"
+                )
+            item = free[0]
+        self.taken.setdefault(_key(item), item)
+        return item
+
+
+def _key(item: InputItem) -> tuple[PurePosixPath, int]:
+    return (item.rel.parent / item.output_stem, item.frame)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return Path(os.path.abspath(path))

@@ -8,17 +8,22 @@ problems fail before any input is read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError
 from densecls.parse import parse_bytes, parse_scales, parse_size
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from densecls.batch import Progress, Summary
     from densecls.classes import ClassSelection
+    from densecls.evaluate import AnnotationSet, EvalReport
+    from densecls.formats import Writer
     from densecls.infer import DenseClassifier
+    from densecls.io import InputProblem
     from densecls.meta import ModelEntry
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "ModelOptions",
     "ModelReport",
     "describe",
+    "evaluate",
     "find_classes",
     "heatmap",
     "labelmap",
@@ -51,6 +57,8 @@ class ModelOptions:
     scales: str | None = None
     stride: int | None = None
     stride_method: Literal["auto", "atrous", "shift"] = "auto"
+    # None: the model's own (sigmoid for a multi-label HF model, else softmax).
+    activation: Literal["softmax", "sigmoid"] | None = None
 
     def classifier(self) -> DenseClassifier:
         """Load and convert the model."""
@@ -69,6 +77,7 @@ class ModelOptions:
             scales=(1.0,) if self.scales is None else parse_scales(self.scales),
             stride=self.stride,
             stride_method=self.stride_method,
+            activation=self.activation,
         )
 
 
@@ -89,7 +98,7 @@ def predict(
     *,
     model: ModelOptions,
     inputs: InputOptions,
-    stream: TextIO,
+    stream: TextIO | None,
     fmt: Literal["table", "json", "jsonl", "csv"] = "table",
     top_k: int = 5,
     save_scores: Path | None = None,
@@ -99,12 +108,11 @@ def predict(
     """Records of every input on ``stream`` in ``fmt``; ``.npy`` scores under ``save_scores``."""
     from densecls.formats import NpyWriter, stream_writer
 
-    clf = model.classifier()
-    writers = [] if save_scores is None else [
-        NpyWriter(save_scores, logits=logits, frames=inputs.all_frames)
-    ]  # fmt: skip
-    writers.append(stream_writer(fmt, stream, top_k=top_k, scales=len(clf.scales) > 1))
-    return _run(clf, inputs, writers, progress)
+    _check(inputs)
+    writers: list[Writer] = [] if save_scores is None else [NpyWriter(save_scores, logits=logits)]
+    scales = model.scales is not None and len(parse_scales(model.scales)) > 1
+    writers.append(stream_writer(fmt, stream, top_k=top_k, scales=scales, frames=inputs.all_frames))
+    return _run(model, inputs, writers, progress)
 
 
 def heatmap(
@@ -129,17 +137,24 @@ def heatmap(
     from densecls.classes import resolve_class
     from densecls.formats import PictureWriter
     from densecls.pictures import HeatmapPictures
+    from densecls.sources import categories_for
 
-    clf = model.classifier()
-    selections = [resolve_class(q, clf.meta.categories) for q in classes]
+    _check(inputs)
+    render_options = {"colormap": colormap, "alpha": alpha, "scale": scale, "combine": combine}
+    HeatmapPictures((), **render_options)  # bad picture options fail before the model loads
+    if inputs.skip_existing:
+        # The model loads only if some input still needs it: class names need no weights.
+        clf: DenseClassifier | Callable[[], DenseClassifier] = model.classifier
+        categories = categories_for(model.model, weights=model.weights, labels=model.labels)
+    else:
+        clf = model.classifier()
+        categories = clf.meta.categories
+    selections = [resolve_class(q, categories) for q in classes]
     for sel in selections:
         if sel.note and on_note is not None:
             on_note(f"--class {sel.query!r}: {sel.note}")
-    pictures = HeatmapPictures(
-        selections, colormap=colormap, alpha=alpha, scale=scale, raw=raw, legend=legend,
-        grid=grid, combine=combine,
-    )  # fmt: skip
-    writer = PictureWriter(output_dir, pictures, clobber=not no_clobber, frames=inputs.all_frames)
+    pictures = HeatmapPictures(selections, raw=raw, legend=legend, grid=grid, **render_options)
+    writer = PictureWriter(output_dir, pictures, clobber=not no_clobber)
     return _run(clf, inputs, [writer], progress)
 
 
@@ -159,26 +174,122 @@ def labelmap(
     from densecls.formats import PictureWriter
     from densecls.pictures import LabelmapPicture
 
-    clf = model.classifier()
+    _check(inputs)
     picture = LabelmapPicture(alpha=alpha, legend=legend, grid=grid, combine=combine)
-    writer = PictureWriter(output_dir, picture, clobber=not no_clobber, frames=inputs.all_frames)
-    return _run(clf, inputs, [writer], progress)
+    writer = PictureWriter(output_dir, picture, clobber=not no_clobber)
+    return _run(model, inputs, [writer], progress)
+
+
+def evaluate(
+    *,
+    model: ModelOptions,
+    inputs: InputOptions,
+    annotations: Path,
+    tolerance: float = 15.0,
+    combine: Literal["mean", "max"] = "mean",
+    save_wsol: Path | None = None,
+    plot: Path | None = None,
+    progress: Progress | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Localisation figures of each annotated object's class map (pointing game, energy
+    share, MaxBoxAccV2, PxAP); only inputs with annotations run. ``on_note`` hears the
+    label mapping; ``save_wsol`` gets wsolevaluation's ``.npy`` maps, ``plot`` a PNG of box
+    accuracy against the threshold."""
+    from densecls.evaluate import EvalWriter, load_annotations, map_labels
+    from densecls.render import check_heat_options
+
+    _check(inputs)
+    if inputs.skip_existing:
+        raise OptionError("--skip-existing: eval scores every input; drop it")
+    if not tolerance >= 0:
+        raise OptionError(f"--tolerance {tolerance}: must be 0 or more pixels; e.g. 15")
+    check_heat_options(combine=combine)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise OptionError(f"--plot {plot}: the plot is a PNG; give a name ending in .png")
+    truth = load_annotations(annotations)
+    items, notes = _annotated_items(inputs, truth)
+    clf = model.classifier()
+    mapping = map_labels(truth.labels(), clf.meta.categories)
+    for m in mapping:
+        if on_note is not None:
+            on_note(m.text())
+    if truth.labels() and not any(m.selection is not None for m in mapping):
+        raise DenseclsError(
+            f"--annotations {annotations}: no label maps to a class of {clf.meta.name}; "
+            "name classes as `densecls classes` lists them, by index, or by a WordNet word"
+        )
+    writer = EvalWriter(truth, mapping, tolerance=tolerance, combine=combine, wsol_dir=save_wsol)
+    summary = _run(clf, replace(inputs, images=items, shard=None), [writer], progress)
+    report = writer.report(summary, notes)
+    if plot is not None:
+        from densecls.evaluate.plot import accuracy_plot
+        from densecls.formats import write_png
+
+        picture = accuracy_plot(report.overall, report.thresholds, report.iou_thresholds)
+        write_png(plot, picture, option="--plot")
+    return report
+
+
+def _annotated_items(inputs: InputOptions, truth: AnnotationSet) -> tuple[list[str], list[str]]:
+    """The inputs that have annotations (as paths to run), and notes on the others."""
+    from densecls.batch import iter_items
+    from densecls.io import InputItem
+
+    listed = list(iter_items(inputs.images, recursive=inputs.recursive, glob=inputs.glob,
+                             shard_spec=inputs.shard))  # fmt: skip
+    keep: list[str] = []
+    without = 0
+    for item in listed:
+        if isinstance(item, InputItem) and truth.find(item.path) is None:
+            without += 1
+        else:
+            keep.append(str(item.path) if isinstance(item, InputItem) else item.display)
+    notes = [f"{without} inputs have no annotations and were not run"] if without else []
+    if not keep:
+        raise DenseclsError(
+            f"--annotations: none of the {len(listed)} inputs is annotated there; annotations "
+            "name images by path, file name or stem"
+        )
+    return keep, notes
+
+
+def _check(inputs: InputOptions) -> None:
+    """Bad input options fail before anything loads."""
+    from densecls.io import parse_shard
+
+    if inputs.shard is not None:
+        parse_shard(inputs.shard)
+    if inputs.max_pixels is not None and inputs.max_pixels < 1:
+        raise OptionError(f"--max-pixels {inputs.max_pixels}: must be at least 1; e.g. 100000000")
 
 
 def _run(
-    clf: DenseClassifier, inputs: InputOptions, writers: list, progress: Progress | None
+    model: ModelOptions | DenseClassifier | Callable[[], DenseClassifier],
+    inputs: InputOptions,
+    writers: list[Writer],
+    progress: Progress | None,
 ) -> Summary:
+    """Run the inputs; with --skip-existing the model loads only if some input needs it."""
     from densecls.batch import iter_items, run
-    from densecls.io import DEFAULT_MAX_PIXELS
+    from densecls.io import DEFAULT_MAX_PIXELS, InputItem
 
-    items = iter_items(
-        inputs.images, recursive=inputs.recursive, glob=inputs.glob, shard_spec=inputs.shard,
-        all_frames=inputs.all_frames,
-    )  # fmt: skip
+    def items() -> Iterator[InputItem | InputProblem]:
+        return iter_items(
+            inputs.images, recursive=inputs.recursive, glob=inputs.glob,
+            shard_spec=inputs.shard, all_frames=inputs.all_frames,
+        )  # fmt: skip
+
+    if isinstance(model, ModelOptions):
+        model = model.classifier if inputs.skip_existing else model.classifier()
+    # Every input, when they can be listed before the run (not stdin): no output may
+    # replace one, even one that comes later.
+    listed = "-" not in inputs.images
+    protect = [i.path for i in items() if isinstance(i, InputItem)] if listed else []
     return run(
-        items, clf, writers, on_progress=progress, skip_existing=inputs.skip_existing,
+        items(), model, writers, on_progress=progress, skip_existing=inputs.skip_existing,
         max_pixels=DEFAULT_MAX_PIXELS if inputs.max_pixels is None else inputs.max_pixels,
-        all_frames=inputs.all_frames,
+        all_frames=inputs.all_frames, protect=protect,
     )  # fmt: skip
 
 
@@ -222,7 +333,7 @@ def describe(
 
     spec = parse_size(size)
     if spec is None:
-        raise DenseclsError(
+        raise OptionError(
             f"--size {size!r}: info has no image whose size to keep; give N or HxW (e.g. 448)"
         )
     shape = spec if isinstance(spec, tuple) else (spec, spec)

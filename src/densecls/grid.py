@@ -10,7 +10,16 @@ import itertools
 import math
 from dataclasses import dataclass
 
-__all__ = ["Geometry", "Grid", "plan_input_size", "plan_tiles", "scaled_size"]
+from densecls.errors import DenseclsError
+
+__all__ = [
+    "Geometry",
+    "Grid",
+    "check_input_pixels",
+    "plan_input_size",
+    "plan_tiles",
+    "scaled_size",
+]
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,27 @@ def plan_input_size(
     target = (max(native[0], round(h * factor)), max(native[1], round(w * factor)))
     note = f"upscaled {w}×{h} → {target[1]}×{target[0]} to reach the model's native size"
     return target, note
+
+
+def check_input_pixels(
+    name: str, input_size: tuple[int, int], max_pixels: int | None, *, upscaled: bool = False
+) -> None:
+    """Refuse a network input over ``max_pixels`` (None: no limit), the cap ``--max-pixels``
+    also puts on the decoded source, so an enlargement cannot grow without bound.
+
+    ``upscaled`` says :func:`plan_input_size` brought a thin image's short side up to the
+    model's native size, which multiplies its long side too: then ``--size`` cannot help.
+    """
+    h, w = input_size
+    if max_pixels is None or h * w <= max_pixels:
+        return
+    over = f"a {w}×{h} input of {h * w:,} pixels, over --max-pixels {max_pixels:,}"
+    if upscaled:
+        raise DenseclsError(
+            f"{name}: upscaling its short side to {min(h, w)} px makes {over}; raise "
+            "--max-pixels N, or cut the image into shorter pieces"
+        )
+    raise DenseclsError(f"{name}: resizing it makes {over}; lower --size or raise --max-pixels N")
 
 
 def scaled_size(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
@@ -20,28 +20,29 @@ from torch import Tensor
 
 from densecls.budget import Budget, activation_bytes_per_pixel, default_max_memory
 from densecls.convert import Conversion, Pool, convert
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError
 from densecls.finer import finer
-from densecls.grid import Grid, plan_input_size, scaled_size
+from densecls.grid import Grid, check_input_pixels, plan_input_size, scaled_size
 from densecls.io import (
     DEFAULT_MAX_PIXELS,
     BandedImage,
+    ImageInput,
     InputItem,
+    LazyImage,
     LoadedImage,
     image_from_pil,
     open_input,
 )
 from densecls.maps import DenseMap, Score
 from densecls.meta import LoadedModel, ModelMeta
-from densecls.parse import SizeSpec, format_bytes, parse_size
+from densecls.parse import SizeSpec, parse_size
 from densecls.sources import DEFAULT_MODEL, load_model
 from densecls.spill import SpilledArray
-from densecls.tiling import run_tiled, tile_overlap, tile_side
+from densecls.tiling import run_tiled, tile_overlap, tile_side, too_large_for_tiles
 
 __all__ = [
     "DenseClassifier",
     "DenseMap",
-    "ImageInput",
     "ItemResult",
     "Score",
     "resolve_device",
@@ -52,14 +53,6 @@ Device = Literal["auto", "cpu", "cuda"]
 # The longer side of the picture that heatmaps and label maps of a band-read image are drawn
 # on: the original may not fit in memory, and a larger PNG would not help a viewer.
 PREVIEW_SIDE = 4096
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """An image already in memory (e.g. a Ray batch row), named ``display`` in results."""
-
-    display: str
-    image: Image.Image
 
 
 @dataclass(frozen=True)
@@ -77,9 +70,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise DenseclsError("--device cuda: no CUDA device is available; use --device cpu")
+        raise OptionError("--device cuda: no CUDA device is available; use --device cpu")
     if device not in ("cpu", "cuda"):
-        raise DenseclsError(f"--device {device!r}: unknown device; use auto, cpu or cuda")
+        raise OptionError(f"--device {device!r}: unknown device; use auto, cpu or cuda")
     return torch.device(device)
 
 
@@ -89,7 +82,7 @@ class _Prepared:
     name: str
     input_size: tuple[int, int]
     # [3, h, w] uint8 (a quarter of float32's memory and transfer), or None when the input is
-    # too large to hold and is read from ``source`` band by band.
+    # too large to hold and is read (and resized) from ``source`` band by band.
     tensor: Tensor | None
     image_size: tuple[int, int]
     notes: tuple[str, ...]
@@ -125,6 +118,8 @@ class DenseClassifier:
             ``others`` hold the further scales' maps.
         stride, stride_method: a finer cell stride (the model's stride / 2, 4 or 8), by
             à trous or shift-and-stitch (see :mod:`densecls.finer`).
+        activation: ``softmax`` over classes or ``sigmoid`` per class (multi-label);
+            default the model's own.
     """
 
     def __init__(
@@ -142,19 +137,23 @@ class DenseClassifier:
         scales: Sequence[float] = (1.0,),
         stride: int | None = None,
         stride_method: Literal["auto", "atrous", "shift"] = "auto",
+        activation: Literal["softmax", "sigmoid"] | None = None,
     ) -> None:
+        if activation not in (None, "softmax", "sigmoid"):
+            raise OptionError(f"--activation {activation!r}: use softmax or sigmoid")
         if batch_size < 1:
-            raise DenseclsError(f"--batch-size {batch_size}: must be at least 1")
+            raise OptionError(f"--batch-size {batch_size}: must be at least 1")
         if not scales or any(not (0 < f <= 16) for f in scales):
             shown = ",".join(f"{f:g}" for f in scales)
-            raise DenseclsError(f"--scales {shown!r}: factors must be in (0, 16]; e.g. 1,1.5,2")
+            raise OptionError(f"--scales {shown!r}: factors must be in (0, 16]; e.g. 1,1.5,2")
         spec = None if size == "default" else parse_size(size)
         self.scales = tuple(float(f) for f in scales)
         self.device = resolve_device(device)
         loaded = (
             load_model(model, weights=weights, labels=labels) if isinstance(model, str) else model
         )
-        self.meta: ModelMeta = loaded.meta
+        # --activation overrides the model's own (softmax unless it is multi-label).
+        self.meta: ModelMeta = replace(loaded.meta, activation=activation or loaded.meta.activation)
         self.conversion: Conversion = convert(loaded, pool=pool)
         if stride is not None:
             self.conversion = finer(self.conversion, stride=stride, method=stride_method)
@@ -187,7 +186,8 @@ class DenseClassifier:
         *,
         name: str | None = None,
     ) -> DenseMap:
-        """Run on one image (a PIL image, an opened image or a path)."""
+        """Run on one image (a PIL image, an opened image or a path); its network input may
+        have at most :data:`densecls.io.DEFAULT_MAX_PIXELS` pixels."""
         if isinstance(image, str | Path):
             name = name or str(image)
             image = open_input(image, bands_over=self.budget.bands_over)
@@ -200,7 +200,7 @@ class DenseClassifier:
 
     def predict_items(
         self,
-        items: Iterable[InputItem | ImageInput],
+        items: Iterable[InputItem | ImageInput | str | Path],
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         all_frames: bool = False,
@@ -211,8 +211,12 @@ class DenseClassifier:
 
         Decoding and resizing run in background threads a few images ahead, so they
         overlap with the network; memory stays bounded whatever the stream's length.
-        A bad file yields its error and the stream goes on. ``keep_image`` adds the
-        decoded original to each result, for rendering.
+        A bad file yields its error and the stream goes on. An item is an
+        :class:`densecls.io.InputItem`, an :class:`ImageInput` or a path (``str`` or
+        ``Path``, which becomes the InputItem of that file, named as given). ``max_pixels``
+        (None: no limit) caps the decoded image, and the network input it is resized to at
+        no less than Pillow's 89.5 Mpx. ``keep_image`` adds the decoded original to each
+        result, for rendering.
         """
 
         def load(key: int, item: InputItem | ImageInput) -> list[_Prepared]:
@@ -223,12 +227,13 @@ class DenseClassifier:
                     item.path, frame=item.frame, max_pixels=max_pixels, all_frames=all_frames,
                     bands_over=self.budget.bands_over,
                 )  # fmt: skip
-            return self._prepare(key, item.display, img, keep=keep_image)
+            return self._prepare(key, item.display, img, keep=keep_image, max_pixels=max_pixels)
 
         ahead = max(2, 2 * self.batch_size)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             pending: list[tuple[InputItem | ImageInput, Future[list[_Prepared]]]] = []
-            for key, item in enumerate(items):
+            for key, given in enumerate(items):
+                item = _as_item(given)
                 pending.append((item, pool.submit(load, key, item)))
                 if len(pending) >= ahead:
                     yield from self._drain(pending, keep=ahead - self.batch_size)
@@ -297,40 +302,46 @@ class DenseClassifier:
         return int(self._bytes_per_pixel * input_size[0] * input_size[1])
 
     def _prepare(
-        self, key: int, name: str, loaded: LoadedImage | BandedImage, keep: bool = False
-    ) -> list[_Prepared]:
-        """The network inputs of one image, one per scale (uint8, resized, no crop)."""
-        preps = []
+        self, key: int, name: str, loaded: LoadedImage | BandedImage, keep: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> list[_Prepared]:  # fmt: skip
+        """The network inputs of one image, one per scale (uint8, resized, no crop).
+
+        A resized input over the budget's band share is never held whole: it is resized a
+        band at a time as the tiles need it, from the band-read file or the decoded image."""
+        preps, in_memory = [], None
         for index, factor in enumerate(self.scales):
             (h, w), note = plan_input_size(
                 loaded.size, scaled_size(self.size, loaded.size, factor), self.meta.native_size
             )
-            banded = not isinstance(loaded, LoadedImage) and h * w * 3 > self.budget.bands_over
+            # A limit lowered against bombs stays on the source; the input keeps Pillow's.
+            cap = None if max_pixels is None else max(max_pixels, DEFAULT_MAX_PIXELS)
+            check_input_pixels(name, (h, w), cap, upscaled=note is not None)
+            # A decoded image at its own size is held already: only its resizes are banded.
+            resized = not isinstance(loaded, LoadedImage) or (h, w) != loaded.size
+            banded = resized and h * w * 3 > self.budget.bands_over
             if self._tile_side((h, w), band_width=w if banded else 0) is None:
-                need = self.memory_needed((h, w))
-                raise DenseclsError(
-                    f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and "
-                    f"even one tile is over --max-memory {format_bytes(self.max_memory)}; "
-                    "lower --size or raise --max-memory"
-                )
-            tensor: Tensor | None = None
-            original = None
-            drawn: list[str] = []
-            if not isinstance(loaded, LoadedImage):
+                raise too_large_for_tiles(name, (h, w), self.memory_needed((h, w)), self.budget)
+            tensor, source, original, drawn = None, None, None, []
+            if isinstance(loaded, LoadedImage):
+                original = loaded.image if keep and index == 0 else None
+                if banded:  # held whole, the input would take more than its share
+                    source = in_memory = in_memory or LazyImage.from_image(name, loaded.image)
+                    drawn = [f"resized a band at a time: a {w}×{h} input is too large to hold"]
+                else:
+                    img = loaded.image
+                    if (h, w) != loaded.size:
+                        img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+                    tensor = _chw(np.asarray(img, dtype=np.uint8).copy())
+            else:
+                source = loaded if banded else None
                 if not banded:  # the resized input fits: read it whole, band by band
                     tensor = _chw(loaded.resized((h, w)))
                 if keep and index == 0:
                     original = loaded.preview(PREVIEW_SIDE)
                     drawn = [f"drawn on a {original.width}×{original.height} preview"]
-            else:
-                img = loaded.image
-                if (h, w) != loaded.size:
-                    img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-                tensor = _chw(np.asarray(img, dtype=np.uint8).copy())
-                original = loaded.image if keep and index == 0 else None
             # After the reads above: reading a band-read image can add a note.
             notes = (*loaded.notes, *([note] if note else []), *drawn) if index == 0 else ()
-            source = loaded if banded else None
             preps.append(
                 _Prepared(key, name, (h, w), tensor, loaded.size, notes, original, index, source)  # type: ignore[arg-type]
             )
@@ -413,33 +424,25 @@ class DenseClassifier:
         extra: tuple[str, ...],
     ) -> DenseMap:  # fmt: skip
         conv = self.conversion
-        grid = Grid(
-            rows=int(logits.shape[-2]),
-            cols=int(logits.shape[-1]),
-            geometry=conv.geometry,
-            input_size=p.input_size,
-            image_size=p.image_size,
-        )
+        rows, cols = int(logits.shape[-2]), int(logits.shape[-1])
+        grid = Grid(rows, cols, conv.geometry, p.input_size, p.image_size)
         # Reading a band-read image may have added notes (transparency found on the way).
-        found = (
-            [n for n in p.source.notes if n not in p.notes]
-            if p.source and p.scale_index == 0
-            else []
-        )
+        src = p.source if p.scale_index == 0 else None
+        found = [n for n in src.notes if n not in p.notes] if src is not None else []
         return DenseMap(
-            image=p.name,
-            logits=logits if spill else logits.contiguous(),
-            probs=probs if spill else probs.contiguous(),
-            grid=grid,
-            categories=self.meta.categories,
-            model=self.meta.name,
-            pool=conv.pool,
-            method=conv.method,
-            notes=(*conv.notes, *p.notes, *found, *extra),
-            scale=self.scales[p.scale_index],
-            spill=spill,
-            activation=self.meta.activation,
-        )
+            image=p.name, logits=logits if spill else logits.contiguous(),
+            probs=probs if spill else probs.contiguous(), grid=grid,
+            categories=self.meta.categories, model=self.meta.name, pool=conv.pool,
+            method=conv.method, notes=(*conv.notes, *p.notes, *found, *extra),
+            scale=self.scales[p.scale_index], spill=spill, activation=self.meta.activation,
+        )  # fmt: skip
+
+
+def _as_item(item: InputItem | ImageInput | str | Path) -> InputItem | ImageInput:
+    """A path given as ``str`` or ``Path`` as the InputItem of that file."""
+    if not isinstance(item, str | Path):
+        return item
+    return InputItem(Path(item), str(item), PurePosixPath(Path(item).name))
 
 
 def _chw(hwc: np.ndarray) -> Tensor:

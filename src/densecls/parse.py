@@ -7,7 +7,7 @@ option, so ``--size 0`` reads the same from ``densecls predict``, ``densecls inf
 
 from __future__ import annotations
 
-from densecls.errors import DenseclsError
+from densecls.errors import OptionError
 
 __all__ = ["SizeSpec", "format_bytes", "format_pair", "parse_bytes", "parse_scales", "parse_size"]
 
@@ -31,7 +31,7 @@ def parse_size(text: str | int | tuple[int, int] | None) -> SizeSpec:
     if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) > 0 for p in parts):
         numbers = [int(p) for p in parts]
         return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
-    raise DenseclsError(
+    raise OptionError(
         f"--size {text!r}: not a size; give a shorter side (e.g. 448), HxW (e.g. 480x640) or keep"
     )
 
@@ -39,7 +39,7 @@ def parse_size(text: str | int | tuple[int, int] | None) -> SizeSpec:
 def _checked(size: SizeSpec) -> SizeSpec:
     values = [size] if isinstance(size, int) else list(size or ())
     if any(v < 1 for v in values):
-        raise DenseclsError(f"--size {size}: must be positive; e.g. 448 or keep")
+        raise OptionError(f"--size {size}: must be positive; e.g. 448 or keep")
     return size
 
 
@@ -51,9 +51,9 @@ def parse_bytes(text: str) -> int:
     try:
         value = float(num) * _UNITS[unit]
     except (KeyError, ValueError):
-        raise DenseclsError(f"--max-memory {text!r}: not a size; e.g. 4GB or 512MB") from None
+        raise OptionError(f"--max-memory {text!r}: not a size; e.g. 4GB or 512MB") from None
     if value <= 0:
-        raise DenseclsError(f"--max-memory {text!r}: must be positive; e.g. 4GB")
+        raise OptionError(f"--max-memory {text!r}: must be positive; e.g. 4GB")
     return int(value)
 
 
@@ -71,7 +71,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise DenseclsError(f"--scales {text!r}: not a list of numbers; e.g. 1,1.5,2") from None
+        raise OptionError(f"--scales {text!r}: not a list of numbers; e.g. 1,1.5,2") from None
 
 
 def format_pair(v: tuple[float, float]) -> str:

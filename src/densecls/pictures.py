@@ -35,6 +35,11 @@ class HeatmapPictures:
     grid: bool = False
     combine: render.Combine = "mean"
 
+    def __post_init__(self) -> None:
+        render.check_heat_options(
+            colormap=self.colormap, alpha=self.alpha, scale=self.scale, combine=self.combine
+        )
+
     def suffixes(self) -> list[str]:
         """File-name suffixes, in the order :meth:`draw` makes the pictures."""
         names = []
@@ -75,6 +80,9 @@ class LabelmapPicture:
     legend: bool = True
     grid: bool = False
     combine: render.Combine = "mean"
+
+    def __post_init__(self) -> None:
+        render.check_heat_options(alpha=self.alpha, combine=self.combine)
 
     def suffixes(self) -> list[str]:
         """The one file-name suffix."""

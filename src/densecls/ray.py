@@ -102,7 +102,7 @@ class DenseclsPredictor:
         """
         from densecls.batch import Outcome, run
         from densecls.formats import ColumnsWriter
-        from densecls.infer import ImageInput
+        from densecls.io import ImageInput
 
         if "image" not in batch:
             raise DenseclsError(

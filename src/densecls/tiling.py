@@ -17,10 +17,12 @@ import torch
 from torch import Tensor
 
 from densecls.budget import Budget
+from densecls.errors import DenseclsError
 from densecls.grid import plan_tiles
+from densecls.parse import format_bytes
 from densecls.spill import SpilledArray
 
-__all__ = ["TiledMap", "run_tiled", "tile_overlap", "tile_side"]
+__all__ = ["TiledMap", "run_tiled", "tile_overlap", "tile_side", "too_large_for_tiles"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,18 @@ def tile_side(
     side = int((-b + math.sqrt(b * b + 4 * a * budget.tiles)) / (2 * a))
     side = side // stride * stride
     return side if side >= overlap + stride else None
+
+
+def too_large_for_tiles(
+    name: str, input_size: tuple[int, int], need: int, budget: Budget
+) -> DenseclsError:
+    """The error for an input of which even one tile is over the budget (``tile_side`` None)."""
+    h, w = input_size
+    return DenseclsError(
+        f"{name}: needs about {format_bytes(need)} of memory at {w}×{h} input, and even one "
+        f"tile is over --max-memory {format_bytes(budget.total)}; lower --size or raise "
+        "--max-memory"
+    )
 
 
 def run_tiled(

@@ -8,6 +8,7 @@ succeeded, 1 an input or the model failed (the others' outputs are still written
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -22,6 +23,7 @@ from densecls.cli.options import (
     MODEL,
     Classes,
     CombineOpt,
+    GridLines,
     Labels,
     Model,
     NoClobber,
@@ -34,7 +36,7 @@ from densecls.cli.options import (
     with_groups,
 )
 from densecls.commands import InputOptions, ModelOptions
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError, Terminated
 
 if TYPE_CHECKING:
     from densecls.batch import Summary
@@ -46,15 +48,28 @@ class _Group(TyperGroup):
     """The one place where library errors become exit codes."""
 
     def invoke(self, ctx: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # Outside a run (loading the model): nothing to keep, only the exit code.
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
         except DenseclsError as exc:
             output.err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
-            raise typer.Exit(1) from None
+            # A bad option value is a usage error, as Click's own are.
+            raise typer.Exit(2 if isinstance(exc, OptionError) else 1) from None
         except BrokenPipeError:
             # The reader went away (`| head -1`): stop quietly, as shell tools do.
             _silence_stdout()
             raise typer.Exit(0) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (Slurm, Kubernetes, timeout) stops a run as Ctrl-C does: the file in flight is
+    # removed, finished outputs and the summary are kept, and the exit code says which.
+    raise Terminated
 
 
 app = typer.Typer(
@@ -76,7 +91,7 @@ def predict(
         typer.Option("--format", "-f", help="Output on stdout."),
     ] = "table",
     save_scores: Annotated[
-        Path | None, typer.Option(help="Also write <stem>.npy [classes, rows, cols] here.")
+        Path | None, typer.Option(help="Also write <stem>.npy \\[classes, rows, cols] here.")
     ] = None,
     logits: Annotated[bool, typer.Option(help="Save raw logits instead of probabilities.")] = False,
     quiet: Quiet = False,
@@ -112,7 +127,7 @@ def heatmap(
     legend: Annotated[
         bool, typer.Option(help="Add a colour bar with the class and scale.")
     ] = False,
-    grid: Annotated[bool, typer.Option(help="Draw cell boundaries and top-1 labels.")] = False,
+    grid: GridLines = False,
     combine: CombineOpt = "mean",
     no_clobber: NoClobber = False,
     quiet: Quiet = False,
@@ -138,7 +153,7 @@ def labelmap(
     output_dir: OutputDir = Path("."),
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Colour opacity.")] = 0.5,
     legend: Annotated[bool, typer.Option(help="List the classes present.")] = True,
-    grid: Annotated[bool, typer.Option(help="Draw cell boundaries and top-1 labels.")] = False,
+    grid: GridLines = False,
     combine: CombineOpt = "mean",
     no_clobber: NoClobber = False,
     quiet: Quiet = False,
@@ -155,6 +170,50 @@ def labelmap(
             grid=grid, combine=combine, no_clobber=no_clobber, progress=progress,
         )  # fmt: skip
     _finish(summary, quiet)
+
+
+@app.command("eval")
+@with_groups(INPUTS, MODEL)
+def eval_(
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "--annotations",
+            "-a",
+            help="Pascal VOC XML, COCO JSON or CSV (image,label,x0,y0,x1,y1) file, or a folder.",
+            show_default=False,
+        ),
+    ],
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Pointing game: px the maximum may lie off the object.")
+    ] = 15.0,
+    fmt: Annotated[
+        Literal["table", "json"], typer.Option("--format", "-f", help="Output on stdout.")
+    ] = "table",
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw box accuracy against the threshold (PNG).")
+    ] = None,
+    save_wsol: Annotated[
+        Path | None,
+        typer.Option(help="Also write <stem>.npy (H, W) maps in [0, 1] for wsolevaluation."),
+    ] = None,
+    combine: CombineOpt = "mean",
+    quiet: Quiet = False,
+    *,
+    inputs: InputOptions,
+    model: ModelOptions,
+) -> None:
+    """Score the maps on annotated images: pointing game, energy share, MaxBoxAccV2, PxAP."""
+    from densecls import commands
+
+    with _reporter(inputs, quiet) as progress:
+        report = commands.evaluate(
+            model=model, inputs=inputs, annotations=annotations, tolerance=tolerance,
+            combine=combine, save_wsol=save_wsol, plot=plot, progress=progress,
+            on_note=progress.note,
+        )  # fmt: skip
+    output.print_evaluation(report, fmt=fmt, quiet=quiet)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -235,4 +294,13 @@ def _silence_stdout() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    if not sys.stdout or not sys.stdout.isatty():
+        # Piped help (`--help | less`) would get 80 columns and cut option names short.
+        import typer.rich_utils
+
+        if typer.rich_utils.MAX_WIDTH is None and "COLUMNS" not in os.environ:
+            typer.rich_utils.MAX_WIDTH = _PIPED_HELP_WIDTH
     app()
+
+
+_PIPED_HELP_WIDTH = 140

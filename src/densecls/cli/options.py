@@ -25,7 +25,9 @@ Images = Annotated[
 Model = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="efficientnet_lite0 (embedded), a torchvision name or timm:NAME."
+        "--model",
+        "-m",
+        help="efficientnet_lite0 (embedded), a torchvision name, timm:NAME or hf:NAME.",
     ),
 ]
 Weights = Annotated[
@@ -70,6 +72,14 @@ StrideMethod = Annotated[
     Literal["auto", "atrous", "shift"],
     typer.Option("--stride-method", help="auto, atrous (exact, one pass) or shift."),
 ]
+ActivationOpt = Annotated[
+    Literal["softmax", "sigmoid"] | None,
+    typer.Option(
+        "--activation",
+        help="softmax (one class per cell) or sigmoid (multi-label). [default: the model's]",
+        show_default=False,
+    ),
+]
 Recursive = Annotated[bool, typer.Option(help="Walk directories recursively.")]
 Glob = Annotated[str | None, typer.Option(help="Only files in directories whose name matches.")]
 Shard = Annotated[str | None, typer.Option(help="K/N: process only the K-th of N shares.")]
@@ -86,6 +96,7 @@ NoClobber = Annotated[bool, typer.Option(help="Never replace an existing output 
 CombineOpt = Annotated[
     Literal["mean", "max"], typer.Option("--combine", help="How pictures combine --scales.")
 ]
+GridLines = Annotated[bool, typer.Option(help="Draw cell boundaries and top-1 labels.")]
 Classes = Annotated[
     list[str],
     typer.Option("--class", "-c", help="Index, name or group word (dog, cat); repeatable."),
@@ -126,6 +137,7 @@ MODEL = Group(
         ("scales", Scales, None),
         ("stride", StrideOpt, None),
         ("stride_method", StrideMethod, "auto"),
+        ("activation", ActivationOpt, None),
     ),
 )
 INPUTS = Group(

@@ -8,11 +8,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from densecls.formats.table import PipeConsole
 from densecls.parse import format_pair
 
 if TYPE_CHECKING:
     from densecls.batch import Outcome, Summary
     from densecls.commands import ClassReport, ModelReport
+    from densecls.evaluate import ClassSummary, EvalReport
     from densecls.meta import ModelEntry
 
 __all__ = [
@@ -20,12 +22,13 @@ __all__ = [
     "err",
     "out",
     "print_classes",
+    "print_evaluation",
     "print_models",
     "print_report",
     "print_summary",
 ]
 
-out = Console(highlight=False, soft_wrap=True)
+out = PipeConsole(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -118,7 +121,16 @@ def print_report(report: ModelReport) -> None:
 
 def print_models(entries: list[ModelEntry]) -> None:
     """``densecls models``: a table of every model."""
-    table = Table("model", "family", "conversion", "native", "weights")
+    table = Table()
+    # Names are never cut, whatever the width (a pipe gets 80 columns): the weights fold.
+    for header, values in (
+        ("model", [e.name for e in entries]),
+        ("family", [e.family for e in entries]),
+    ):
+        table.add_column(header, no_wrap=True, min_width=max(map(len, values), default=5))
+    table.add_column("conversion", no_wrap=True)
+    table.add_column("native")
+    table.add_column("weights", overflow="fold")
     for e in entries:
         table.add_row(e.name, e.family, e.method, str(e.native_size), ", ".join(e.weights))
     out.print(table)
@@ -140,6 +152,57 @@ def print_classes(report: ClassReport) -> None:
         for i, name in report.matches:
             table.add_row(str(i), escape(name))
         out.print(table)
+
+
+def print_evaluation(report: EvalReport, *, fmt: str, quiet: bool) -> None:
+    """``densecls eval``: the figures per class and overall (a table, or JSON), then each
+    object that could not be scored and the counts on stderr."""
+    if fmt == "json":
+        import json
+
+        from densecls.formats.evaluation import evaluation_json
+
+        out.print(json.dumps(evaluation_json(report)), markup=False, highlight=False)
+    else:
+        from rich import box
+
+        deltas = "/".join(str(d) for d in report.iou_thresholds)
+        table = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+            title=f"{report.model}, in %: pointing game within {report.tolerance:g} px, "
+            f"energy share in the box, MaxBoxAcc at IoU {deltas}, MaxBoxAccV2, PxAP",
+        )  # fmt: skip
+        rows = (*report.classes, report.overall)
+        widest = max(len(r.label) for r in rows)
+        table.add_column("label", no_wrap=True, min_width=min(widest, 24), overflow="fold")
+        table.add_column("class", overflow="fold", min_width=10)
+        for header in ("n", "point", "energy"):
+            table.add_column(header, justify="right", no_wrap=True)
+        for d in report.iou_thresholds:
+            table.add_column(f"@{d}", justify="right", no_wrap=True)
+        for header in ("V2", "PxAP"):
+            table.add_column(header, justify="right", no_wrap=True)
+        for i, summary in enumerate(rows):
+            table.add_row(*_evaluation_row(summary), end_section=i == len(rows) - 2)
+        out.print(table)
+    for problem in report.problems:
+        err.print(f"error: {problem.text()}", markup=False)
+    for note in report.notes:
+        if not quiet:
+            err.print(f"note: {note}", markup=False)
+    if report.failed or report.problems or report.interrupted or not quiet:
+        err.print(report.text(), markup=False)
+
+
+def _evaluation_row(s: ClassSummary) -> list[str]:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v * 100:.1f}"
+
+    return [
+        escape(s.label), escape(s.selection), str(s.objects),
+        pct(s.pointing), pct(s.energy), *(pct(v) for v in s.max_box_acc),
+        pct(s.max_box_acc_v2), pct(s.pxap),
+    ]  # fmt: skip
 
 
 def _hw(v: tuple[int, int]) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from densecls.convert.dense import DenseModel, Grids, SlidingWindow
 from densecls.convert.head import LayerChange, Pool, convert_head
-from densecls.errors import DenseclsError
+from densecls.errors import OptionError
 from densecls.grid import Geometry
 from densecls.meta import LoadedModel, Method
 
@@ -70,7 +70,7 @@ def convert(
         DenseclsError: for an option that does not fit the model.
     """
     if pool not in ("window", "cell"):
-        raise DenseclsError(f"--pool {pool!r}: unknown pool; use window or cell")
+        raise OptionError(f"--pool {pool!r}: unknown pool; use window or cell")
     meta, family = loaded.meta, loaded.family
     split = family.split(loaded.module) if family.split is not None else None
     if split is None:

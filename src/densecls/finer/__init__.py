@@ -67,7 +67,7 @@ from typing import Literal
 from torch import nn
 
 from densecls.convert import Conversion, LayerChange
-from densecls.errors import DenseclsError
+from densecls.errors import OptionError
 from densecls.finer.atrous import NotDilatable, Span, atrous
 from densecls.finer.shift import ShiftAndStitch, has_global_squeeze
 
@@ -100,13 +100,11 @@ def finer(
     native = _native_stride(conversion, stride)
     factor = _factor(stride, native)
     if method not in ("auto", "atrous", "shift"):
-        raise DenseclsError(
-            f"--stride-method {method!r}: unknown method; use auto, atrous or shift"
-        )
+        raise OptionError(f"--stride-method {method!r}: unknown method; use auto, atrous or shift")
     if factor == 1:
         return conversion
     if any(isinstance(m, Span | ShiftAndStitch) for m in conversion.model.modules()):
-        raise DenseclsError(
+        raise OptionError(
             f"--stride {stride}: this conversion already has a finer stride; "
             "refine the conversion from convert() instead"
         )
@@ -116,7 +114,7 @@ def finer(
             model, change, note = atrous(conversion, native, stride)
         except NotDilatable as exc:
             if method == "atrous":
-                raise DenseclsError(f"--stride-method atrous: {exc}; use shift (or auto)") from None
+                raise OptionError(f"--stride-method atrous: {exc}; use shift (or auto)") from None
             notes.append(f"--stride {stride}: à trous is not available ({exc})")
         else:
             notes.append(note)
@@ -152,7 +150,7 @@ def _finish(
 def _native_stride(conversion: Conversion, stride: int) -> int:
     sy, sx = conversion.geometry.stride
     if sy != sx or sy != int(sy):
-        raise DenseclsError(
+        raise OptionError(
             f"--stride {stride}: the model's cell stride is {sy:g}×{sx:g} px, not one whole "
             "number; --stride is not available for it"
         )
@@ -166,7 +164,7 @@ def _factor(stride: int, native: int) -> int:
         return native // stride
     choices = [native // f for f in FACTORS if native % f == 0]
     listed = ", ".join(str(c) for c in choices[:-1]) + f" or {choices[-1]}"
-    raise DenseclsError(
+    raise OptionError(
         f"--stride {stride}: must be the model's cell stride {native} divided by 2, 4 or 8 "
         f"({listed})"
     )

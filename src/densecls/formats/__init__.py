@@ -4,6 +4,7 @@ from densecls.formats.files import atomic_writer, output_path, write_npy, write_
 from densecls.formats.records import (
     CSV_HEADER,
     CSV_SCALE_HEADER,
+    csv_header,
     csv_rows,
     csv_text,
     flat_record,
@@ -41,6 +42,7 @@ __all__ = [
     "TableWriter",
     "Writer",
     "atomic_writer",
+    "csv_header",
     "csv_rows",
     "csv_text",
     "flat_record",

@@ -28,35 +28,39 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def output_path(out_dir: Path, item: InputItem, suffix: str, *, frames: bool = False) -> Path:
+def output_path(
+    out_dir: Path, item: InputItem, suffix: str, *, option: str = "--output-dir"
+) -> Path:
     """Where an input's output goes: its safe relative path under ``out_dir``, new suffix.
 
     Inputs that share a stem in different folders keep their folders, so they never
     overwrite each other; nothing an input path says can place a file outside ``out_dir``.
+    ``option`` names the folder's option in messages.
     """
     rel = PurePosixPath(*(p for p in item.rel.parts if p not in ("", ".", "..", "/")))
-    stem = rel.stem or "image"
-    if frames:
-        stem = f"{stem}.frame{item.frame}"
-    target = out_dir.joinpath(*rel.parent.parts, f"{stem}{suffix}")
+    target = out_dir.joinpath(*rel.parent.parts, f"{item.output_stem}{suffix}")
     root = out_dir.resolve()
     resolved = target.resolve()
     if not resolved.is_relative_to(root):
         raise DenseclsError(
             f"{item.display}: its output {target} would land outside {out_dir}; "
-            "remove the symlink in the output folder or pick another --output-dir"
+            f"remove the symlink in the output folder or pick another {option}"
         )
     with contextlib.suppress(OSError):
         if resolved == item.path.resolve():
             raise DenseclsError(
-                f"{item.display}: the output would overwrite the input; pick another --output-dir"
+                f"{item.display}: the output would overwrite the input; pick another {option}"
             )
     return target
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, *, clobber: bool = True, text: bool = False) -> Iterator[IO[Any]]:
+def atomic_writer(
+    path: Path, *, clobber: bool = True, text: bool = False, option: str = "--output-dir"
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` at once.
+
+    ``option`` names the output folder's option in messages.
 
     Raises:
         DenseclsError: ``path`` exists and ``clobber`` is false, or the write failed (the
@@ -68,7 +72,7 @@ def atomic_writer(path: Path, *, clobber: bool = True, text: bool = False) -> It
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise DenseclsError(f"{path}: cannot write ({_reason(exc)}); check --output-dir") from None
+        raise DenseclsError(f"{path}: cannot write ({_reason(exc)}); check {option}") from None
     try:
         # mkstemp makes 0600 files; outputs get the permissions a plain open() would give.
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -93,6 +97,7 @@ def write_npy(
     *,
     clobber: bool = True,
     release: Callable[[], None] | None = None,
+    option: str = "--save-scores",
 ) -> None:
     """Write an array as .npy, atomically, one slice of its first axis at a time.
 
@@ -101,7 +106,7 @@ def write_npy(
     """
     import numpy as np
 
-    with atomic_writer(path, clobber=clobber) as fh:
+    with atomic_writer(path, clobber=clobber, option=option) as fh:
         if array.ndim == 0 or array.dtype.hasobject:
             np.save(fh, array, allow_pickle=False)
             return
@@ -117,9 +122,11 @@ def write_npy(
                 release()
 
 
-def write_png(path: Path, image: Image.Image, *, clobber: bool = True) -> None:
+def write_png(
+    path: Path, image: Image.Image, *, clobber: bool = True, option: str = "--output-dir"
+) -> None:
     """Write an image as PNG, atomically."""
-    with atomic_writer(path, clobber=clobber) as fh:
+    with atomic_writer(path, clobber=clobber, option=option) as fh:
         image.save(fh, format="PNG")
 
 

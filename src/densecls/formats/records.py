@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CSV_HEADER",
     "CSV_SCALE_HEADER",
+    "csv_header",
     "csv_rows",
     "csv_text",
     "flat_record",
@@ -28,17 +29,21 @@ CSV_HEADER = ("image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "i
 CSV_SCALE_HEADER = (*CSV_HEADER, "scale")
 
 
-def record(dmap: DenseMap, top_k: int) -> dict[str, Any]:
+def record(dmap: DenseMap, top_k: int, *, frame: int | None = None) -> dict[str, Any]:
     """The JSON object of one image; the only place its keys are spelled. Cell lists are
-    generators, so a map of a million cells is written without being held as objects."""
+    generators, so a map of a million cells is written without being held as objects.
+    ``frame`` (``--all-frames`` runs) follows ``image``."""
     grid = dmap.grid
-    obj = {
-        "image": dmap.image,
+    obj: dict[str, Any] = {"image": dmap.image}
+    if frame is not None:
+        obj["frame"] = frame
+    obj |= {
         "width": grid.image_size[1],
         "height": grid.image_size[0],
         "model": dmap.model,
         "pool": dmap.pool,
         "method": dmap.method,
+        "activation": dmap.activation,
         "grid": _grid_obj(grid),
         "overall": [_score_obj(s.label, s.index, s.score) for s in dmap.overall(top_k)],
         "cells": _cells(dmap, top_k),
@@ -76,14 +81,14 @@ def _cells(dmap: DenseMap, top_k: int) -> Iterator[dict[str, Any]]:
             yield {"row": row, "col": col, "box": list(grid.box(row, col)), "top": top}
 
 
-def map_json(dmap: DenseMap, *, top_k: int = 5) -> str:
+def map_json(dmap: DenseMap, *, top_k: int = 5, frame: int | None = None) -> str:
     """One image's record as one line of JSON text (see the README for its keys)."""
-    return "".join(iter_map_json(dmap, top_k=top_k))
+    return "".join(iter_map_json(dmap, top_k=top_k, frame=frame))
 
 
-def iter_map_json(dmap: DenseMap, *, top_k: int = 5) -> Iterator[str]:
+def iter_map_json(dmap: DenseMap, *, top_k: int = 5, frame: int | None = None) -> Iterator[str]:
     """:func:`map_json` in pieces, a cell at a time: for writing maps too large to hold as text."""
-    return _json_pieces(record(dmap, top_k))
+    return _json_pieces(record(dmap, top_k, frame=frame))
 
 
 def _json_pieces(value: Any) -> Iterator[str]:
@@ -106,16 +111,26 @@ def _json_pieces(value: Any) -> Iterator[str]:
         yield json.dumps(value, ensure_ascii=False)
 
 
-def csv_rows(dmap: DenseMap, *, top_k: int = 5) -> Iterator[tuple[Any, ...]]:
-    """One CSV row per cell and rank, in :data:`CSV_HEADER` order; with --scales, every
-    scale's rows, each ending in its scale (:data:`CSV_SCALE_HEADER`)."""
+def csv_header(*, scales: bool = False, frames: bool = False) -> tuple[str, ...]:
+    """:data:`CSV_HEADER`, with ``frame`` after ``image`` for ``--all-frames`` runs and a
+    ``scale`` column last for ``--scales`` runs (:data:`CSV_SCALE_HEADER`)."""
+    head = CSV_SCALE_HEADER if scales else CSV_HEADER
+    return (head[0], "frame", *head[1:]) if frames else head
+
+
+def csv_rows(
+    dmap: DenseMap, *, top_k: int = 5, frame: int | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """One CSV row per cell and rank, in :func:`csv_header` order; with --scales, every
+    scale's rows, each ending in its scale; ``frame`` follows the image name when given."""
+    framed = () if frame is None else (frame,)
     for m in dmap.all_scales():
         extra = (m.scale,) if dmap.others else ()
         for cell in _cells(m, top_k):
             for rank, score in enumerate(cell["top"], start=1):
                 yield (
-                    m.image, cell["row"], cell["col"], *cell["box"], rank, score["label"],
-                    score["index"], score["score"], *extra,
+                    m.image, *framed, cell["row"], cell["col"], *cell["box"], rank,
+                    score["label"], score["index"], score["score"], *extra,
                 )  # fmt: skip
 
 

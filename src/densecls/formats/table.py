@@ -14,13 +14,24 @@ from densecls.parse import format_pair
 if TYPE_CHECKING:
     from densecls.maps import DenseMap
 
-__all__ = ["print_table"]
+__all__ = ["PipeConsole", "print_table"]
+
+
+class PipeConsole(Console):
+    """A Rich console for results: a reader that goes away (``| head -1``) raises
+    BrokenPipeError, for the CLI to end quietly with 0, where Rich would exit with 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
 
 _STYLES = ("bold red", "bold green", "bold yellow", "bold blue", "bold magenta", "bold cyan")
 
 
-def print_table(console: Console, dmap: DenseMap, top_k: int) -> None:
-    """Print one map's tables on ``console``."""
+def print_table(console: Console, dmap: DenseMap, top_k: int, *, frame: int | None = None) -> None:
+    """Print one map's tables on ``console``; a grid wider than the console is printed in
+    blocks of columns, never cut."""
     g = dmap.grid
     top1 = dmap.argmax().flatten().tolist()
     counts: dict[int, int] = {}
@@ -29,18 +40,24 @@ def print_table(console: Console, dmap: DenseMap, top_k: int) -> None:
     ranked = sorted(counts, key=lambda i: (-counts[i], i))
     keys = {cls: _key(n) for n, cls in enumerate(ranked)}
     styles = {cls: _STYLES[n % len(_STYLES)] for n, cls in enumerate(ranked)}
+    where = "" if frame is None else f" frame {frame}"
     title = (
-        f"{escape(dmap.image)}: {g.image_size[1]}×{g.image_size[0]} px, {g.rows}×{g.cols} cells, "
-        f"window {format_pair(g.window)} px every {format_pair(g.stride)} px ({dmap.model})"
+        f"{escape(dmap.image)}{where}: {g.image_size[1]}×{g.image_size[0]} px, "
+        f"{g.rows}×{g.cols} cells, window {format_pair(g.window)} px every "
+        f"{format_pair(g.stride)} px ({dmap.model})"
     )
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, padding=(0, 1))
-    table.add_column("", justify="right", style="dim")
-    for col in range(g.cols):
-        table.add_column(str(col), justify="center")
-    for row in range(g.rows):
-        cells = top1[row * g.cols : (row + 1) * g.cols]
-        table.add_row(str(row), *(f"[{styles[c]}]{keys[c]}[/]" for c in cells))
-    console.print(table)
+    for n, cols in enumerate(_blocks(console.width, g.rows, g.cols, len(keys[ranked[-1]]))):
+        table = Table(
+            title=title if n == 0 else None, title_justify="left", box=None, pad_edge=False,
+            padding=(0, 1),
+        )  # fmt: skip
+        table.add_column("", justify="right", style="dim")
+        for col in cols:
+            table.add_column(str(col), justify="center")
+        for row in range(g.rows):
+            cells = [top1[row * g.cols + col] for col in cols]
+            table.add_row(str(row), *(f"[{styles[c]}]{keys[c]}[/]" for c in cells))
+        console.print(table)
     legend = Table("key", "top-1 class", "index", "cells", title_justify="left", box=None)
     for cls in ranked:
         legend.add_row(
@@ -56,6 +73,21 @@ def print_table(console: Console, dmap: DenseMap, top_k: int) -> None:
         overall.add_row(str(rank), escape(sc.label), str(sc.index), f"{sc.score:.3f}")
     console.print(overall)
     console.print()
+
+
+def _blocks(width: int, rows: int, cols: int, key_width: int) -> list[range]:
+    """Columns in blocks that fit ``width``: each column takes its widest text and a space
+    either side, the row labels one column more."""
+    label = len(str(rows - 1)) + 1
+    each = [max(len(str(c)), key_width) + 2 for c in range(cols)]
+    blocks, start, used = [], 0, label
+    for c, w in enumerate(each):
+        if used + w > width and c > start:
+            blocks.append(range(start, c))
+            start, used = c, label
+        used += w
+    blocks.append(range(start, cols))
+    return blocks
 
 
 def _key(n: int) -> str:

@@ -9,21 +9,22 @@ under an output folder. Adding a format (parquet, zarr, …) is one class here.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
+from densecls.errors import OutputError
 from densecls.formats.files import output_path, write_npy, write_png
 from densecls.formats.records import (
-    CSV_HEADER,
-    CSV_SCALE_HEADER,
+    csv_header,
     csv_rows,
     csv_text,
     flat_record,
     iter_map_json,
 )
-from densecls.formats.table import print_table
+from densecls.formats.table import PipeConsole, print_table
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -72,14 +73,27 @@ class Writer(Protocol):
 
 
 class _Stream:
-    """A writer of text records to a stream; no files."""
+    """A writer of text records to a stream; no files.
+
+    ``frames``: the run expands multi-frame files (``--all-frames``), so every record says
+    which frame it is. A stream that cannot be written (closed, its disk full) raises
+    :class:`~densecls.errors.OutputError` once and ignores later writes: the run stops.
+    """
 
     needs_image = False
 
-    def __init__(self, stream: TextIO, *, top_k: int = 5, scales: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None, *, top_k: int = 5, scales: bool = False, frames: bool = False
+    ) -> None:
+        if stream is None:
+            raise OutputError(
+                "stdout: is closed; redirect it to a file (> maps.jsonl) or to /dev/null"
+            )
         self.stream = stream
         self.top_k = top_k
         self.scales = scales  # whether maps come at several --scales
+        self.frames = frames
+        self._broken = False
 
     def outputs(self, item: InputItem) -> list[Path]:
         return []
@@ -90,40 +104,60 @@ class _Stream:
     def close(self) -> None:
         pass
 
+    def _frame(self, item: Any) -> int | None:
+        return getattr(item, "frame", 0) if self.frames else None
+
     def _emit(self, text: str | Iterable[str], end: str = "\n") -> None:
         # Plain writes: JSON must not pass through Rich's markup or wrapping. A record in
         # pieces (a map of a million cells) is written as it is made, never held whole.
-        for piece in [text] if isinstance(text, str) else text:
-            self.stream.write(piece)
-        self.stream.write(end)
-        self.stream.flush()
+        if self._broken:
+            return
+        with self._guard():
+            for piece in [text] if isinstance(text, str) else text:
+                self.stream.write(piece)
+            self.stream.write(end)
+            self.stream.flush()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise  # the reader went away (`| head -1`): the CLI ends quietly
+        except OSError as exc:
+            self._broken = True
+            raise OutputError(
+                f"stdout: cannot write results ({exc.strerror or type(exc).__name__}); "
+                "free space or redirect it elsewhere"
+            ) from None
 
 
 class TableWriter(_Stream):
     """``--format table``: Rich tables of each map's top-1 grid and overall top-k."""
 
-    def __init__(self, stream: TextIO, *, top_k: int = 5, scales: bool = False) -> None:
-        from rich.console import Console
-
-        super().__init__(stream, top_k=top_k, scales=scales)
-        self.console = Console(file=stream, highlight=False, soft_wrap=True)
+    def __init__(self, stream: TextIO | None, **options: Any) -> None:
+        super().__init__(stream, **options)
+        self.console = PipeConsole(file=stream, highlight=False, soft_wrap=True)
 
     def write(self, item: Any, dmap: DenseMap, image: Image.Image | None) -> None:
-        print_table(self.console, dmap, self.top_k)
+        if self._broken:
+            return
+        with self._guard():
+            print_table(self.console, dmap, self.top_k, frame=self._frame(item))
 
 
 class JsonlWriter(_Stream):
     """``--format jsonl``: one JSON record per line."""
 
     def write(self, item: Any, dmap: DenseMap, image: Image.Image | None) -> None:
-        self._emit(iter_map_json(dmap, top_k=self.top_k))
+        self._emit(iter_map_json(dmap, top_k=self.top_k, frame=self._frame(item)))
 
 
 class JsonWriter(_Stream):
     """``--format json``: one JSON array of records, valid even when interrupted."""
 
-    def __init__(self, stream: TextIO, *, top_k: int = 5, scales: bool = False) -> None:
-        super().__init__(stream, top_k=top_k, scales=scales)
+    def __init__(self, stream: TextIO | None, **options: Any) -> None:
+        super().__init__(stream, **options)
         self._first = True
 
     def write(self, item: Any, dmap: DenseMap, image: Image.Image | None) -> None:
@@ -140,10 +174,10 @@ class CsvWriter(_Stream):
     """``--format csv``: a header, then one row per cell and rank (and scale)."""
 
     def start(self) -> None:
-        self._emit(csv_text([CSV_SCALE_HEADER if self.scales else CSV_HEADER]), end="")
+        self._emit(csv_text([csv_header(scales=self.scales, frames=self.frames)]), end="")
 
     def write(self, item: Any, dmap: DenseMap, image: Image.Image | None) -> None:
-        rows = csv_rows(dmap, top_k=self.top_k)
+        rows = csv_rows(dmap, top_k=self.top_k, frame=self._frame(item))
         self._emit((csv_text(chunk) for chunk in _chunks(rows, 4096)), end="")
 
 
@@ -155,9 +189,12 @@ STREAM_FORMATS: dict[str, Callable[..., _Stream]] = {
 }
 
 
-def stream_writer(fmt: str, stream: TextIO, *, top_k: int = 5, scales: bool = False) -> Writer:
-    """The writer of a ``--format`` on ``stream``; ``scales``: maps come at several scales."""
-    return STREAM_FORMATS[fmt](stream, top_k=top_k, scales=scales)
+def stream_writer(
+    fmt: str, stream: TextIO | None, *, top_k: int = 5, scales: bool = False, frames: bool = False
+) -> Writer:
+    """The writer of a ``--format`` on ``stream``; ``scales``: maps come at several scales;
+    ``frames``: multi-frame files are expanded, so records name their frame."""
+    return STREAM_FORMATS[fmt](stream, top_k=top_k, scales=scales, frames=frames)
 
 
 class NpyWriter:
@@ -165,13 +202,12 @@ class NpyWriter:
 
     needs_image = False
 
-    def __init__(self, directory: Path, *, logits: bool = False, frames: bool = False) -> None:
+    def __init__(self, directory: Path, *, logits: bool = False) -> None:
         self.directory = directory
         self.logits = logits
-        self.frames = frames
 
     def outputs(self, item: InputItem) -> list[Path]:
-        return [output_path(self.directory, item, ".npy", frames=self.frames)]
+        return [output_path(self.directory, item, ".npy", option="--save-scores")]
 
     def start(self) -> None:
         pass
@@ -201,19 +237,13 @@ class PictureWriter:
 
     needs_image = True
 
-    def __init__(
-        self, directory: Path, pictures: Pictures, *, clobber: bool = True, frames: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, pictures: Pictures, *, clobber: bool = True) -> None:
         self.directory = directory
         self.pictures = pictures
         self.clobber = clobber
-        self.frames = frames
 
     def outputs(self, item: InputItem) -> list[Path]:
-        return [
-            output_path(self.directory, item, suffix, frames=self.frames)
-            for suffix in self.pictures.suffixes()
-        ]
+        return [output_path(self.directory, item, suffix) for suffix in self.pictures.suffixes()]
 
     def start(self) -> None:
         pass

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from densecls.io.decode import DEFAULT_MAX_PIXELS, LoadedImage, image_from_pil, open_image
 from densecls.io.frames import expand_frames, frame_count
-from densecls.io.inputs import IMAGE_EXTENSIONS, InputItem, InputProblem, full_rel, iter_inputs
+from densecls.io.inputs import (
+    IMAGE_EXTENSIONS,
+    ImageInput,
+    InputItem,
+    InputProblem,
+    full_rel,
+    iter_inputs,
+)
 from densecls.io.lazy import LazyImage
 from densecls.io.protocols import BandedImage, BandReader, OpenRequest, Reader
 from densecls.io.readers import open_input, readers, register_reader, unregister_reader
@@ -25,6 +32,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "BandReader",
     "BandedImage",
+    "ImageInput",
     "InputItem",
     "InputProblem",
     "LazyImage",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps
 
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError
 from densecls.io.files import check_file
 from densecls.io.pillow import PILLOW_ERRORS, frames_in, pillow_errors, pixel_limit_lifted
 from densecls.io.pixels import to_rgb
@@ -58,7 +58,7 @@ def open_image(
     path = Path(path)
     name = str(path)
     if max_pixels is not None and max_pixels < 1:
-        raise DenseclsError(f"--max-pixels {max_pixels}: must be at least 1; e.g. 100000000")
+        raise OptionError(f"--max-pixels {max_pixels}: must be at least 1; e.g. 100000000")
     if frame < 0:
         raise DenseclsError(f"{name}: frame {frame} is negative; frames count from 0")
     check_file(path, name)

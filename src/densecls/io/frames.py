@@ -41,4 +41,4 @@ def expand_frames(
             yield InputProblem(item.display, str(err))
             continue
         for index in range(count):
-            yield InputItem(item.path, item.display, item.rel, frame=index)
+            yield InputItem(item.path, item.display, item.rel, frame=index, frames=count)

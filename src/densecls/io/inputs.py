@@ -12,11 +12,14 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from densecls.io.files import os_error_text
 
-__all__ = ["IMAGE_EXTENSIONS", "InputItem", "InputProblem", "full_rel", "iter_inputs"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "InputItem", "InputProblem", "full_rel", "iter_inputs"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -39,12 +42,32 @@ class InputItem:
 
     ``rel`` is a safe relative path for naming outputs: relative to the directory argument
     it was found under, or just the file name for a file argument; never absolute, no ``..``.
+    ``frames`` is how many frames the file has when ``--all-frames`` expanded it (1 when
+    not); ``stem`` replaces the file-name stem in output names (set to keep the extension
+    when two inputs share a stem).
     """
 
     path: Path
     display: str
     rel: PurePosixPath
     frame: int = 0
+    frames: int = 1
+    stem: str | None = None
+
+    @property
+    def output_stem(self) -> str:
+        """The base name of this input's outputs: ``x`` for ``x.png``, ``x.frame2`` for the
+        third frame of a multi-frame file."""
+        stem = self.stem or self.rel.stem or "image"
+        return f"{stem}.frame{self.frame}" if self.frames > 1 else stem
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image already in memory (e.g. a Ray batch row), named ``display`` in results."""
+
+    display: str
+    image: Image.Image
 
 
 @dataclass(frozen=True)

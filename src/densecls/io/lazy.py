@@ -65,6 +65,12 @@ class LazyImage:
             notes.insert(0, note)
         return cls(name, size, tuple(notes), n_frames, reader)
 
+    @classmethod
+    def from_image(cls, name: str, image: Image.Image) -> LazyImage:
+        """A LazyImage over an RGB image already in memory, with no notes: for resizing it a
+        band at a time to a network input too large to hold whole."""
+        return cls(name, (image.height, image.width), (), 1, _ImageRows(image))
+
     @property
     def notes(self) -> tuple[str, ...]:
         """Notes so far; reading may add one (transparency found on the way)."""
@@ -130,3 +136,18 @@ class LazyImage:
         self._held = np.concatenate(parts) if len(parts) > 1 else parts[0]
         start = self._next - len(self._held)
         return self._held[y0 - start : y1 - start]
+
+
+class _ImageRows:
+    """A :class:`BandReader` over an image in memory: each read is a crop of the next rows."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self._image = image
+        self._y = 0
+
+    def read(self, n: int) -> Image.Image:
+        y, self._y = self._y, self._y + n
+        return self._image.crop((0, y, self._image.width, y + n))
+
+    def close(self) -> None:
+        self._y = 0

@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from densecls.errors import DenseclsError
+from densecls.errors import OptionError
 
 __all__ = ["parse_shard", "shard"]
 
@@ -29,9 +29,7 @@ def shard(items: Iterable[T], index: int, count: int) -> Iterator[T]:
     problems are reported by exactly one shard too.
     """
     if count < 1 or not 1 <= index <= count:
-        raise DenseclsError(
-            f"--shard '{index}/{count}': K must be between 1 and N; e.g. --shard 1/4"
-        )
+        raise OptionError(f"--shard '{index}/{count}': K must be between 1 and N; e.g. --shard 1/4")
     for item in items:
         key = os.path.normpath(item.display).encode("utf-8", "surrogateescape")
         if zlib.crc32(key) % count == index - 1:
@@ -46,11 +44,11 @@ def parse_shard(text: str) -> tuple[int, int]:
             raise ValueError(text)
         k, n = int(k_text), int(n_text)
     except ValueError:
-        raise DenseclsError(
+        raise OptionError(
             f"--shard {text!r}: expected K/N with whole numbers; e.g. --shard 1/4"
         ) from None
     if n < 1:
-        raise DenseclsError(f"--shard {text!r}: N must be at least 1; e.g. --shard 1/4")
+        raise OptionError(f"--shard {text!r}: N must be at least 1; e.g. --shard 1/4")
     if not 1 <= k <= n:
-        raise DenseclsError(f"--shard {text!r}: K must be between 1 and N; e.g. --shard 1/4")
+        raise OptionError(f"--shard {text!r}: K must be between 1 and N; e.g. --shard 1/4")
     return k, n

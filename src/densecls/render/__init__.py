@@ -12,6 +12,7 @@ from densecls.render.colour import Scale
 from densecls.render.heat import (
     Combine,
     add_legend,
+    check_heat_options,
     combine_heat,
     overlay_heat,
     raw_image,
@@ -24,6 +25,7 @@ __all__ = [
     "Combine",
     "Scale",
     "add_legend",
+    "check_heat_options",
     "combine_heat",
     "combine_labels",
     "draw_grid",

@@ -8,7 +8,7 @@ from typing import Literal
 import cmap
 import numpy as np
 
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError
 
 __all__ = [
     "Scale", "blend", "check_alpha", "lut", "lut_index", "palette", "scale_error", "scale_range",
@@ -28,7 +28,7 @@ def lut(name: str) -> np.ndarray:
     try:
         colours = cmap.Colormap(name).lut(256)
     except (ValueError, KeyError, TypeError) as err:
-        raise DenseclsError(
+        raise OptionError(
             f"--colormap {name!r}: unknown colormap; try {_SUGGESTED_COLORMAPS}"
         ) from err
     lut = np.round(np.asarray(colours)[:, :3] * 255).astype(np.uint8)
@@ -87,9 +87,9 @@ def scale_range(values: np.ndarray, scale: str) -> tuple[float, float]:
 def check_alpha(alpha: float) -> None:
     """Refuse an opacity outside 0..1."""
     if not (0.0 <= alpha <= 1.0):
-        raise DenseclsError(f"--alpha {alpha}: must be between 0 and 1; try --alpha 0.5")
+        raise OptionError(f"--alpha {alpha}: must be between 0 and 1; try --alpha 0.5")
 
 
 def scale_error(scale: str) -> DenseclsError:
     """The error for an unknown ``--scale``."""
-    return DenseclsError(f"--scale {scale!r}: unknown scale; use prob or minmax")
+    return OptionError(f"--scale {scale!r}: unknown scale; use prob or minmax")

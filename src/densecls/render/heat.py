@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from densecls.errors import DenseclsError
+from densecls.errors import DenseclsError, OptionError
 from densecls.grid import Grid
 from densecls.render.cells import upsample_heat
 from densecls.render.colour import (
@@ -23,18 +23,36 @@ from densecls.render.colour import (
 )
 from densecls.render.text import font, font_size, format_value, text_size
 
-__all__ = ["Combine", "add_legend", "combine_heat", "overlay_heat", "raw_image", "value_range"]
+__all__ = [
+    "Combine", "add_legend", "check_heat_options", "combine_heat", "overlay_heat", "raw_image",
+    "value_range",
+]  # fmt: skip
 
 Combine = Literal["mean", "max"]
 _PANEL_BG = (255, 255, 255)
 _PANEL_INK = (20, 20, 20)
 
 
+def check_heat_options(
+    *, colormap: str = "inferno", alpha: float = 0.5, scale: str = "prob", combine: str = "mean"
+) -> None:
+    """Refuse a bad ``--colormap``, ``--alpha``, ``--scale`` or ``--combine`` before any
+    picture is drawn."""
+    lut(colormap)
+    check_alpha(alpha)
+    scale_range(np.zeros(1), scale)
+    _check_combine(combine)
+
+
+def _check_combine(how: str) -> None:
+    if how not in ("mean", "max"):
+        raise OptionError(f"--combine {how!r}: unknown combination; use mean or max")
+
+
 def combine_heat(maps: Sequence[tuple[np.ndarray, Grid]], how: Combine = "mean") -> np.ndarray:
     """Maps of one image at several scales, each upsampled to the image and combined per
     pixel (mean or max over the scales whose windows cover it); NaN where none does."""
-    if how not in ("mean", "max"):
-        raise DenseclsError(f"--combine {how!r}: unknown combination; use mean or max")
+    _check_combine(how)
     stack = np.stack([upsample_heat(heat, grid) for heat, grid in maps])
     covered = ~np.isnan(stack)
     if how == "max":

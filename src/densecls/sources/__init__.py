@@ -2,10 +2,11 @@
 
 Each source is one module implementing :class:`Source`: the embedded default
 (:mod:`~densecls.sources.lite`), torchvision by name (:mod:`~densecls.sources.torchvision`),
-timm (:mod:`~densecls.sources.timm`, ``timm:NAME``); local checkpoints
+timm (:mod:`~densecls.sources.timm`, ``timm:NAME``), Hugging Face transformers
+(:mod:`~densecls.sources.hf`, ``hf:NAME``); local checkpoints
 (:mod:`~densecls.sources.checkpoint`) are read the same way by all of them. :data:`SOURCES`
-maps a name prefix to its source: adding one (say ``hf:``) is a new module and one line
-there. Importing this package imports neither torch nor torchvision.
+maps a name prefix to its source: adding one is a new module and one line there.
+Importing this package imports neither torch nor torchvision.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Protocol
 from densecls.errors import DenseclsError
 from densecls.meta import Family, LoadedModel, ModelEntry
 from densecls.sources.checkpoint import as_path, short_reason
+from densecls.sources.hf import HF_PREFIX
+from densecls.sources.hf import SOURCE as HF
 from densecls.sources.lite import NAME as DEFAULT_MODEL
+from densecls.sources.lite import PREFIX as EMBEDDED_PREFIX
 from densecls.sources.lite import SOURCE as EMBEDDED
 from densecls.sources.timm import SOURCE as TIMM
 from densecls.sources.timm import TIMM_PREFIX
@@ -65,9 +69,10 @@ class Source(Protocol):
 # Name prefix → source; the longest prefix a name starts with wins, "" takes the rest.
 # Listing (`densecls models`) follows this order.
 SOURCES: dict[str, Source] = {
-    DEFAULT_MODEL: EMBEDDED,
+    EMBEDDED_PREFIX: EMBEDDED,
     "": TORCHVISION,
     TIMM_PREFIX: TIMM,
+    HF_PREFIX: HF,
 }
 
 

@@ -9,7 +9,9 @@ window. timm and torch are imported only when a timm model is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -190,7 +192,9 @@ def _download(timm: ModuleType, name: str, full: str) -> nn.Module:
     from safetensors import SafetensorError  # a dependency of timm
 
     try:
-        return timm.create_model(full, pretrained=True)
+        # torch.hub prints `Downloading: …` on stdout, which carries only results.
+        with contextlib.redirect_stdout(sys.stderr):
+            return timm.create_model(full, pretrained=True)
     # The hub's network and cache errors are OSErrors; a damaged cached file fails in
     # torch.load (RuntimeError, ValueError) or in safetensors.
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
@@ -234,13 +238,14 @@ def _pretrained_name(timm: ModuleType, name: str, weights: str | Path | None) ->
     choice = "" if weights is None else str(weights).strip()
     if choice.upper() == "DEFAULT":
         choice = ""
-    if choice and tag and choice != tag:
-        raise DenseclsError(
-            f"--weights {choice}: --model {TIMM_PREFIX}{name} already names weights {tag}; "
-            "give the tag in one place only"
-        )
     if choice:
+        # A value that is no tag says so first, whatever the name holds.
         _check_tag(timm, arch, choice, f"--weights {choice}")
+        if tag and choice != tag:
+            raise DenseclsError(
+                f"--weights {choice}: --model {TIMM_PREFIX}{name} already names weights "
+                f"{tag}; give the tag in one place only"
+            )
     elif tag:
         _check_tag(timm, arch, tag, f"--model {TIMM_PREFIX}{name}")
     elif not timm.list_pretrained(f"{arch}.*"):

@@ -8,7 +8,9 @@ it was built for the installed torchvision, so listing builds no weights transfo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +25,7 @@ from densecls.sources.checkpoint import (
     numbered_categories,
     read_state_dict,
     short_reason,
+    unknown_weights,
 )
 from densecls.sources.torchvision_table import ROWS as TABLE_ROWS
 from densecls.sources.torchvision_table import VERSION as TABLE_VERSION
@@ -296,11 +299,7 @@ def _weights_value(name: str, enum: Any, choice: str) -> Any:
     try:
         return enum[choice]
     except KeyError:
-        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise DenseclsError(
-            f"--weights {choice!r}: {name} has no such weights; use one of {names} "
-            "or a local state_dict file"
-        ) from None
+        raise unknown_weights(choice, name, ["DEFAULT", *(w.name for w in enum)]) from None
 
 
 def _download(name: str, ref: Any) -> nn.Module:
@@ -309,7 +308,9 @@ def _download(name: str, ref: Any) -> nn.Module:
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(ref.url).path)
     try:
-        return tvm.get_model(name, weights=ref)
+        # torch.hub prints `Downloading: "URL" to PATH` on stdout, which carries only results.
+        with contextlib.redirect_stdout(sys.stderr):
+            return tvm.get_model(name, weights=ref)
     except (OSError, RuntimeError, ValueError) as exc:
         # urllib's URLError is an OSError; a bad cached file fails in torch.load.
         state = "is in the cache but cannot be read" if cached.exists() else "is not cached"
