@@ -29,6 +29,7 @@ __all__ = [
     "Pool",
     "convert_head",
     "describe_layer",
+    "head_reproduces",
     "is_global_pool",
     "linear_to_conv",
     "pair",
@@ -188,3 +189,30 @@ def describe_layer(layer: nn.Module) -> str:
     if isinstance(layer, nn.Dropout):
         return f"Dropout p={layer.p:g}"
     return type(layer).__name__
+
+
+@torch.inference_mode()
+def head_reproduces(head: nn.Sequential, dense: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
+    """Whether the listed head gives the model's own logits and its rewrite acts per cell.
+
+    The second check runs the rewritten head on the whole feature map and the original
+    head on each cell as its own 1×1 map: a layer that mixes locations fails it.
+    """
+    n, c, h, w = feats.shape
+    try:
+        ours = head(feats)
+        per_cell = head(feats.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1))
+        mapped = dense(feats)
+    except RuntimeError:
+        return False  # a mislisted head fails on shapes
+    if ours.shape != ref.shape or mapped.shape != (n, ref.shape[1], h, w):
+        return False
+    return _close(ours, ref) and _close(
+        mapped.permute(0, 2, 3, 1).reshape(per_cell.shape), per_cell
+    )
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    # Relative to the values, so that near-zero logits (random weights) still tell apart.
+    atol = 1e-5 * float(b.abs().max())
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=atol))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from densecls.convert.head import convert_head
+from densecls.convert.head import convert_head, head_reproduces
 from densecls.errors import DenseclsError
 from densecls.meta import Split
 
@@ -78,7 +78,7 @@ def split_hf(module: nn.Module) -> Split | None:
         return None  # a layer convert cannot rewrite
     features = LastHidden(model.base_model)
     probe = _probe(model, features)
-    if probe is None or not _reproduces(head, dense, *probe):
+    if probe is None or not head_reproduces(head, dense, *probe):
         return None
     return Split(features, head)
 
@@ -116,27 +116,3 @@ def _probe(model: nn.Module, features: nn.Module) -> tuple[Tensor, Tensor] | Non
     if not isinstance(feats, Tensor) or feats.ndim != 4 or ref.ndim != 2:
         return None
     return feats, ref
-
-
-@torch.inference_mode()
-def _reproduces(head: nn.Sequential, dense: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
-    """Whether the listed head gives the model's logits, and its rewrite acts on each cell
-    alone (the original head on each cell as a 1×1 map equals the rewrite on the map)."""
-    n, c, h, w = feats.shape
-    try:
-        ours = head(feats)
-        per_cell = head(feats.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1))
-        mapped = dense(feats)
-    except RuntimeError:
-        return False  # a mislisted head fails on shapes
-    if ours.shape != ref.shape or mapped.shape != (n, ref.shape[1], h, w):
-        return False
-    return _close(ours, ref) and _close(
-        mapped.permute(0, 2, 3, 1).reshape(per_cell.shape), per_cell
-    )
-
-
-def _close(a: Tensor, b: Tensor) -> bool:
-    # Relative to the values, so that near-zero logits (random weights) still tell apart.
-    atol = 1e-5 * float(b.abs().max())
-    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=atol))

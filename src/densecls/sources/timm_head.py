@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from densecls.convert.features import FeatureMethod
-from densecls.convert.head import convert_head
+from densecls.convert.head import convert_head, head_reproduces
 from densecls.errors import DenseclsError
 from densecls.meta import Split
 
@@ -45,7 +45,7 @@ def split_timm(module: nn.Module) -> Split | None:
     if probe is None:
         return None
     for head, dense in candidates:
-        if _reproduces(head, dense, *probe):
+        if head_reproduces(head, dense, *probe):
             return Split(
                 FeatureMethod(module, "forward_features", channels_last=channels_last), head
             )
@@ -137,30 +137,3 @@ def _probe_forward_head(module: nn.Module, channels_last: bool) -> tuple[Tensor,
     if not isinstance(ref, Tensor) or ref.ndim != 2:
         return None
     return (raw.permute(0, 3, 1, 2) if channels_last else raw), ref
-
-
-@torch.inference_mode()
-def _reproduces(head: nn.Sequential, dense: nn.Sequential, feats: Tensor, ref: Tensor) -> bool:
-    """Whether the listed head gives timm's logits, and its rewrite acts on each cell alone.
-
-    The second check runs the rewritten head on the whole feature map and the original
-    head on each cell as its own 1×1 map: a layer that mixes locations fails it.
-    """
-    n, c, h, w = feats.shape
-    try:
-        ours = head(feats)
-        per_cell = head(feats.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1))
-        mapped = dense(feats)
-    except RuntimeError:
-        return False  # a mislisted head fails on shapes
-    if ours.shape != ref.shape or mapped.shape != (n, ref.shape[1], h, w):
-        return False
-    return _close(ours, ref) and _close(
-        mapped.permute(0, 2, 3, 1).reshape(per_cell.shape), per_cell
-    )
-
-
-def _close(a: Tensor, b: Tensor) -> bool:
-    # Relative to the values, so that near-zero logits (random weights) still tell apart.
-    atol = 1e-5 * float(b.abs().max())
-    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=atol))
