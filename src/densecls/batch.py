@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from signal import SIGINT, SIGTERM
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
 from densecls.errors import DenseclsError, OutputError, Terminated
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from densecls.maps import DenseMap
 
 __all__ = ["Outcome", "Progress", "Summary", "Terminated", "count_items", "iter_items", "run"]
-
-SIGINT, SIGTERM = 2, 15
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Summary:
         """0 every input succeeded, 1 some failed, 128 + the signal when interrupted (130
         for Ctrl-C, 143 for SIGTERM)."""
         if self.interrupted:
-            return 128 + (self.signal or SIGINT)
+            return 128 + int(self.signal or SIGINT)
         return 1 if self.failed else 0
 
     def text(self) -> str:
@@ -191,7 +190,7 @@ def run(
                 kept = res.map if keep_maps else None
                 report(Outcome(res.item.display, "done", notes=res.map.notes, map=kept))
     except KeyboardInterrupt as exc:
-        code = SIGTERM if isinstance(exc, Terminated) else SIGINT
+        code = int(SIGTERM if isinstance(exc, Terminated) else SIGINT)
         return Summary(**counts, interrupted=True, signal=code)
     finally:
         if clf is not None:
