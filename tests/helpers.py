@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torchvision.models as tvm
 from torch import nn
+from torch.testing import assert_close
 
 from densecls.meta import LoadedModel, ModelMeta
 from densecls.sources import family_named
@@ -90,3 +91,36 @@ def write_block_png(path: Path, height: int, width: int, block: int = 48) -> Non
             fh.write(png_chunk(b"IDAT", deflate.compress(first + same * (n - 1))))
         fh.write(png_chunk(b"IDAT", deflate.flush()))
         fh.write(png_chunk(b"IEND", b""))
+
+
+def tolerance(ref: torch.Tensor) -> dict[str, float]:
+    """assert_close tolerances for converted logits: float32 sums over thousands of terms
+    in another order, so atol scales with the logits."""
+    return {"rtol": 1e-4, "atol": 1e-4 * max(1.0, float(ref.abs().max()))}
+
+
+@torch.inference_mode()
+def assert_cells_are_head_on_windows(
+    conv: object, head: nn.Module, native: tuple[int, int]
+) -> None:
+    """The second proof of a conversion: on an input larger than native, the map has one cell
+    per native-size feature window, and every cell equals the original ``head`` applied to
+    that cell's window of the backbone's features."""
+    from densecls.convert import DenseModel
+
+    nh, nw = native
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, nh + 32, nw + 64)
+    model = conv.model  # type: ignore[attr-defined]
+    assert isinstance(model, DenseModel)
+    feats = model.features(x)
+    dense = model.head(feats)
+    kh, kw = conv.native_grid  # type: ignore[attr-defined]
+    rows, cols = dense.shape[-2:]
+    assert (rows, cols) == (feats.shape[-2] - kh + 1, feats.shape[-1] - kw + 1)
+    assert rows >= 2 and cols >= 3
+    windows = torch.cat(
+        [feats[:, :, i : i + kh, j : j + kw] for i in range(rows) for j in range(cols)]
+    )
+    ref = head(windows).reshape(rows, cols, -1).permute(2, 0, 1)
+    assert_close(dense[0], ref, **tolerance(ref))

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import random_torchvision
+from helpers import assert_cells_are_head_on_windows, random_torchvision, tolerance
 from torch import nn
 from torch.testing import assert_close
 
-from densecls.convert import DenseModel, SlidingWindow, convert
+from densecls.convert import SlidingWindow, convert
 from densecls.errors import DenseclsError
 from densecls.meta import LoadedModel, ModelMeta
 from densecls.sources import family_named
@@ -29,11 +29,6 @@ EXACT = [
 ]  # fmt: skip
 
 
-def _tol(ref: torch.Tensor) -> dict[str, float]:
-    # Float32 sums over tens of thousands of terms in another order: scale atol to the logits.
-    return {"rtol": 1e-4, "atol": 1e-4 * max(1.0, float(ref.abs().max()))}
-
-
 @pytest.fixture(scope="module", params=EXACT)
 def family_case(request: pytest.FixtureRequest) -> LoadedModel:
     return random_torchvision(request.param)
@@ -49,35 +44,18 @@ def test_native_size_gives_original_logits(family_case: LoadedModel) -> None:
     assert loaded.family.split is not None
     split = loaded.family.split(loaded.module)
     assert split is not None
-    assert_close(split.head(split.features(x)), ref, **_tol(ref))
+    assert_close(split.head(split.features(x)), ref, **tolerance(ref))
     dense = conv.model(x)
     assert dense.shape == (2, ref.shape[1], 1, 1)
-    assert_close(dense[:, :, 0, 0], ref, **_tol(ref))
+    assert_close(dense[:, :, 0, 0], ref, **tolerance(ref))
 
 
-@torch.inference_mode()
 def test_every_cell_is_head_on_its_window(family_case: LoadedModel) -> None:
-    loaded = family_case
-    conv = convert(loaded)
-    nh, nw = loaded.meta.native_size
-    torch.manual_seed(2)
-    x = torch.randn(1, 3, nh + 32, nw + 64)
-    assert isinstance(conv.model, DenseModel)
-    feats = conv.model.features(x)
-    dense = conv.model.head(feats)
-    kh, kw = conv.native_grid
-    rows, cols = dense.shape[-2:]
-    assert (rows, cols) == (feats.shape[-2] - kh + 1, feats.shape[-1] - kw + 1)
-    assert rows >= 2 and cols >= 3
-    assert loaded.family.split is not None
-    split = loaded.family.split(loaded.module)
+    conv = convert(family_case)
+    assert family_case.family.split is not None
+    split = family_case.family.split(family_case.module)
     assert split is not None
-    head = split.head
-    windows = torch.cat(
-        [feats[:, :, i : i + kh, j : j + kw] for i in range(rows) for j in range(cols)]
-    )
-    ref = head(windows).reshape(rows, cols, -1).permute(2, 0, 1)
-    assert_close(dense[0], ref, **_tol(ref))
+    assert_cells_are_head_on_windows(conv, split.head, family_case.meta.native_size)
 
 
 def test_vgg16_at_384_gives_6x6x1000() -> None:
@@ -113,7 +91,7 @@ def test_cell_pool_mean_is_original_logit() -> None:
     dense = conv.model(x)
     assert dense.shape[-2:] == (7, 7)
     ref = loaded.module(x)
-    assert_close(dense.mean((2, 3)), ref, **_tol(ref))
+    assert_close(dense.mean((2, 3)), ref, **tolerance(ref))
 
 
 def test_cell_pool_on_flatten_head_keeps_windows() -> None:
@@ -130,7 +108,7 @@ def test_default_model_real_weights_native_logits() -> None:
     conv = convert(loaded)
     x = torch.randn(1, 3, 224, 224)
     ref = loaded.module(x)
-    assert_close(conv.model(x)[:, :, 0, 0], ref, **_tol(ref))
+    assert_close(conv.model(x)[:, :, 0, 0], ref, **tolerance(ref))
     assert conv.native_grid == (7, 7)
 
 
@@ -147,7 +125,7 @@ def test_transformers_use_sliding_window(name: str) -> None:
     assert out.shape == (1, 1000, 2, 3)
     crop = x[:, :, 32 : 32 + 224, 64 : 64 + 224]
     ref = loaded.module(crop)
-    assert_close(out[:, :, 1, 2], ref, **_tol(ref))
+    assert_close(out[:, :, 1, 2], ref, **tolerance(ref))
 
 
 def test_unknown_head_layer_is_a_clear_error() -> None:

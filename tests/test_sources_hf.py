@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLES
+from helpers import assert_cells_are_head_on_windows, tolerance
 from PIL import Image
 from torch import nn
 from torch.testing import assert_close
@@ -105,10 +106,6 @@ def _save(folder: Path, model_type: str, seed: int = 0, **extra: object) -> Path
     return folder
 
 
-def _tol(ref: torch.Tensor) -> dict[str, float]:
-    return {"rtol": 1e-4, "atol": 1e-4 * max(1.0, float(ref.abs().max()))}
-
-
 @pytest.fixture(scope="module", params=EXACT_TYPES)
 def hf_case(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -129,32 +126,16 @@ def test_native_size_gives_original_logits(hf_case: LoadedModel) -> None:
     assert ref.shape == (2, 5) and float(ref.abs().max()) > 0.5
     split = loaded.family.split(loaded.module)  # type: ignore[misc]
     assert split is not None
-    assert_close(split.head(split.features(x)), ref, **_tol(ref))
+    assert_close(split.head(split.features(x)), ref, **tolerance(ref))
     dense = conv.model(x)
     assert dense.shape == (2, 5, 1, 1)
-    assert_close(dense[:, :, 0, 0], ref, **_tol(ref))
+    assert_close(dense[:, :, 0, 0], ref, **tolerance(ref))
 
 
-@torch.inference_mode()
 def test_every_cell_is_head_on_its_window(hf_case: LoadedModel) -> None:
-    loaded = hf_case
-    conv = convert(loaded)
-    torch.manual_seed(2)
-    x = torch.randn(1, 3, NATIVE + 32, NATIVE + 64)
-    assert isinstance(conv.model, DenseModel)
-    feats = conv.model.features(x)
-    dense = conv.model.head(feats)
-    kh, kw = conv.native_grid
-    rows, cols = dense.shape[-2:]
-    assert (rows, cols) == (feats.shape[-2] - kh + 1, feats.shape[-1] - kw + 1)
-    assert rows >= 2 and cols >= 3
-    split = loaded.family.split(loaded.module)  # type: ignore[misc]
+    split = hf_case.family.split(hf_case.module)  # type: ignore[misc]
     assert split is not None
-    windows = torch.cat(
-        [feats[:, :, i : i + kh, j : j + kw] for i in range(rows) for j in range(cols)]
-    )
-    ref = split.head(windows).reshape(rows, cols, -1).permute(2, 0, 1)
-    assert_close(dense[0], ref, **_tol(ref))
+    assert_cells_are_head_on_windows(convert(hf_case), split.head, (NATIVE, NATIVE))
 
 
 def test_convnext_norm_runs_on_each_pooled_window(tmp_path: Path) -> None:
@@ -180,7 +161,7 @@ def test_vit_runs_as_sliding_window(tmp_path: Path) -> None:
     out = conv.model(x)
     assert out.shape == (1, 5, 2, 3)
     ref = loaded.module(x[:, :, 32 : 32 + NATIVE, 64 : 64 + NATIVE])
-    assert_close(out[:, :, 1, 2], ref, **_tol(ref))
+    assert_close(out[:, :, 1, 2], ref, **tolerance(ref))
 
 
 def test_meta_from_config_and_processor(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from helpers import assert_cells_are_head_on_windows, tolerance
 from torch import nn
 from torch.testing import assert_close
 
@@ -41,11 +42,6 @@ HEADS = {
     ),
     "timm:test_efficientnet": (_POOL, "Flatten", "Linear 1000×256"),
 }  # fmt: skip
-
-
-def _tol(ref: torch.Tensor) -> dict[str, float]:
-    # Float32 sums over thousands of terms in another order: scale atol to the logits.
-    return {"rtol": 1e-4, "atol": 1e-4 * max(1.0, float(ref.abs().max()))}
 
 
 def _random_timm(name: str, seed: int = 0, **kwargs: object) -> LoadedModel:
@@ -89,31 +85,17 @@ def test_native_size_gives_original_logits(timm_case: Case) -> None:
     ref = loaded.module(x)
     assert float(ref.abs().max()) > 1.0
     feats = split.features(x)
-    assert_close(split.head(feats), ref, **_tol(ref))
+    assert_close(split.head(feats), ref, **tolerance(ref))
     assert isinstance(conv.model, DenseModel)
     dense = conv.model.head(feats)  # conv.model.features is split.features
     assert dense.shape == (1, ref.shape[1], 1, 1)
-    assert_close(dense[:, :, 0, 0], ref, **_tol(ref))
+    assert_close(dense[:, :, 0, 0], ref, **tolerance(ref))
 
 
-@torch.inference_mode()
 def test_every_cell_is_head_on_its_window(timm_case: Case) -> None:
-    loaded, conv, split = timm_case.loaded, timm_case.conv, timm_case.split
-    nh, nw = loaded.meta.native_size
-    torch.manual_seed(2)
-    x = torch.randn(1, 3, nh + 32, nw + 64)
-    assert isinstance(conv.model, DenseModel)
-    feats = conv.model.features(x)
-    dense = conv.model.head(feats)
-    kh, kw = conv.native_grid
-    rows, cols = dense.shape[-2:]
-    assert (rows, cols) == (feats.shape[-2] - kh + 1, feats.shape[-1] - kw + 1)
-    assert rows >= 2 and cols >= 3
-    windows = torch.cat(
-        [feats[:, :, i : i + kh, j : j + kw] for i in range(rows) for j in range(cols)]
+    assert_cells_are_head_on_windows(
+        timm_case.conv, timm_case.split.head, timm_case.loaded.meta.native_size
     )
-    ref = split.head(windows).reshape(rows, cols, -1).permute(2, 0, 1)
-    assert_close(dense[0], ref, **_tol(ref))
 
 
 def test_head_lists_the_original_layers_in_order(timm_case: Case) -> None:
@@ -140,7 +122,7 @@ def test_vit_uses_sliding_window() -> None:
     out = conv.model(x)
     assert out.shape == (1, 1000, 2, 3)
     ref = loaded.module(x[:, :, 32 : 32 + n, 64 : 64 + n])
-    assert_close(out[:, :, 1, 2], ref, **_tol(ref))
+    assert_close(out[:, :, 1, 2], ref, **tolerance(ref))
 
 
 def test_max_pool_head_falls_back() -> None:
@@ -182,7 +164,7 @@ def test_channels_last_features_become_nchw() -> None:
     x = torch.randn(2, 3, 64, 96)
     assert split.features(x).shape == (2, 8, 8, 12)
     ref = module(x)
-    assert_close(split.head(split.features(x)), ref, **_tol(ref))
+    assert_close(split.head(split.features(x)), ref, **tolerance(ref))
     meta = ModelMeta("timm:nhwc", "timm", tuple("abcde"), (0.5,) * 3, (0.5,) * 3, (64, 64), "x")
     conv = convert(LoadedModel(module, meta, FAMILY))
     assert conv.method == "exact"
@@ -190,7 +172,7 @@ def test_channels_last_features_become_nchw() -> None:
     assert dense.shape == (2, 5, 1, 5)
     window = x[:, :, :, 32:96]  # cell (0, 4): the 64×64 window 4 cells of 8 px to the right
     ref = module(window)
-    assert_close(dense[:, :, 0, 4], ref, **_tol(ref))
+    assert_close(dense[:, :, 0, 4], ref, **tolerance(ref))
 
 
 class LayerNorm2d(nn.GroupNorm):
