@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from densecls.budget import Budget, activation_bytes_per_pixel, default_max_memory
+from densecls.budget import (
+    DEFAULT_MAX_MEMORY,
+    TILE_RESERVE,
+    Budget,
+    activation_bytes_per_pixel,
+    default_max_memory,
+)
 from densecls.tiling import tile_overlap, tile_side
 
 
@@ -18,8 +24,26 @@ def test_shares_of_the_budget() -> None:
     assert b.batch_fit(500) == 2 and b.batch_fit(5000) == 1 and b.batch_fit(0) == 1200
 
 
-def test_default_is_half_of_free_memory_at_least_a_gib() -> None:
-    assert default_max_memory() >= 1 << 30
+def test_default_is_the_measured_budget_capped_at_half_of_free_memory() -> None:
+    gib = 1 << 30
+    assert default_max_memory(64 * gib) == DEFAULT_MAX_MEMORY  # a large machine: the budget
+    assert default_max_memory(3 * DEFAULT_MAX_MEMORY // 2) == 3 * DEFAULT_MAX_MEMORY // 4
+    assert default_max_memory(gib) == gib  # never under a GiB
+    assert gib <= default_max_memory() <= DEFAULT_MAX_MEMORY  # this machine's
+
+
+def test_tiles_keep_a_fixed_reserve_that_small_budgets_do_not_pay() -> None:
+    mib = 1 << 20
+    # Large budgets: two thirds less the reserve, so 512 MB keeps what 1.22× showed missing.
+    assert Budget(3 * 1024 * mib).tiles == 2048 * mib - TILE_RESERVE
+    assert Budget(512 * 1000 * 1000).tiles == pytest.approx(512e6 * 2 / 3 - TILE_RESERVE)
+    # Small ones keep the reserve's worth, or two thirds when that is less: a tile still fits.
+    assert Budget(300 * mib).tiles == TILE_RESERVE
+    assert Budget(96 * mib).tiles == 64 * mib
+    # More budget never gives smaller tiles, and the reserve is never handed out.
+    sizes = [Budget(n * mib).tiles for n in range(1, 4096, 7)]
+    assert sizes == sorted(sizes)
+    assert all(t <= n * mib * 2 / 3 for t, n in zip(sizes, range(1, 4096, 7), strict=True))
 
 
 def test_activation_estimate_is_three_largest_activations_plus_the_input() -> None:

@@ -60,14 +60,18 @@ def halves(tmp_path: Path) -> Path:
 def test_predict_table_finds_the_cat() -> None:
     result = run("predict", SAMPLES / "chelsea.png")
     assert result.exit_code == 0, result.output
-    assert "8×16 cells" in result.stdout
+    assert "15×26 cells" in result.stdout  # the default --size: 3× native
     assert "Egyptian cat" in result.stdout
     assert "overall (mean of cells)" in result.stdout
     assert "1 succeeded, 0 failed, 0 skipped" in result.stderr
 
 
 def test_json_is_exactly_one_array(images: dict[str, Path]) -> None:
-    result = run("predict", images["chelsea"], images["coffee"], "--format", "json", "--top-k", "3")
+    # --size 448 (the old default) keeps these runs quick: the default would upscale 3×.
+    result = run(
+        "predict", images["chelsea"], images["coffee"], "--format", "json", "--top-k", "3",
+        "--size", "448",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     records = json.loads(result.stdout)
     assert [r["image"] for r in records] == [str(images["chelsea"]), str(images["coffee"])]
@@ -83,14 +87,14 @@ def test_json_is_exactly_one_array(images: dict[str, Path]) -> None:
 
 
 def test_jsonl_one_line_per_image(images: dict[str, Path]) -> None:
-    result = run("predict", images["chelsea"], images["coffee"], "-f", "jsonl")
+    result = run("predict", images["chelsea"], images["coffee"], "-f", "jsonl", "--size", "448")
     lines = result.stdout.splitlines()
     assert len(lines) == 2
     assert [json.loads(x)["overall"][0]["index"] for x in lines][1] == ESPRESSO
 
 
 def test_csv_rows(images: dict[str, Path]) -> None:
-    result = run("predict", images["coffee"], "-f", "csv", "--top-k", "2")
+    result = run("predict", images["coffee"], "-f", "csv", "--top-k", "2", "--size", "448")
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == [
         "image",
@@ -111,11 +115,12 @@ def test_csv_rows(images: dict[str, Path]) -> None:
 
 def test_save_scores_probabilities_and_logits(images: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "scores"
-    run("predict", images["coffee"], "-f", "jsonl", "--save-scores", out)
+    run("predict", images["coffee"], "-f", "jsonl", "--save-scores", out, "--size", "448")
     probs = np.load(out / "coffee.npy")
     assert probs.dtype == np.float32 and probs.shape == (1000, 8, 15)
     np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
-    run("predict", images["coffee"], "-f", "jsonl", "--save-scores", out, "--logits")
+    run("predict", images["coffee"], "-f", "jsonl", "--save-scores", out, "--logits",
+        "--size", "448")  # fmt: skip
     logits = np.load(out / "coffee.npy")
     np.testing.assert_allclose(torch.from_numpy(logits).softmax(0).numpy(), probs, atol=1e-5)
 
@@ -172,7 +177,7 @@ def test_info_default_model() -> None:
     result = run("info")
     assert result.exit_code == 0
     assert "AvgPool2d 7×7, stride 1" in result.stdout
-    assert "class-map grid    8×8" in result.stdout
+    assert "class-map grid    15×15" in result.stdout  # 672×672: the default --size
 
 
 def test_models_lists_every_family() -> None:

@@ -176,8 +176,8 @@ def test_eval_table_plot_and_bad_objects(tmp_path: Path) -> None:
     # The other objects are scored; the bad ones are named, and the run exits 1.
     assert result.exit_code == 1
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
-    # label, class, then n, pointing, energy, @30, @50, @70, V2, PxAP
-    assert rows["cat"][-8:-6] == ["1", "100.0"] and rows["cat"][-1] == "-"
+    # label, class, then n, pointing, energy, @30, @50, @70, V2, PxAP, cell top-1, unsure
+    assert rows["cat"][-10:-8] == ["1", "100.0"] and rows["cat"][-3] == "-"
     assert rows["overall"][1:3] == ["1", "100.0"]
     assert f"error: {ann}: row 3 (label 'zebra crossing'): its label maps to no class" in (
         result.stderr

@@ -189,7 +189,7 @@ def test_stream_writers_write_their_format(tmp_path: Path) -> None:
 
     from densecls.formats import STREAM_FORMATS, stream_writer
 
-    assert sorted(STREAM_FORMATS) == ["csv", "json", "jsonl", "table"]
+    assert sorted(STREAM_FORMATS) == ["csv", "geojson", "json", "jsonl", "table"]
     dmap = _map()
     texts = {}
     for fmt in STREAM_FORMATS:
@@ -207,6 +207,8 @@ def test_stream_writers_write_their_format(tmp_path: Path) -> None:
     assert csv_lines[0] == ",".join(CSV_HEADER) and len(csv_lines) == 1 + 2 * 6 * 2
     assert texts["table"].startswith("a/b.png: 576×512 px, 2×3 cells, window 448 px every 64 px")
     assert texts["table"].count("overall (mean of cells)") == 2
+    features = json.loads(texts["geojson"])["features"]
+    assert len(features) == 2 * 6 and features[0]["properties"]["image"] == "a/b.png"
 
 
 def test_empty_json_run_is_an_empty_array() -> None:

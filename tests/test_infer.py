@@ -35,8 +35,9 @@ def test_cat_is_found_on_chelsea(classifier: DenseClassifier) -> None:
     dmap = classifier.predict(SAMPLES / "chelsea.png")
     assert dmap.overall(1)[0].index in CAT
     assert dmap.grid.image_size == (300, 451)
-    assert dmap.grid.input_size == (448, 673)
-    assert (dmap.grid.rows, dmap.grid.cols) == (8, 16)
+    # The default --size is three times the native size (parse.default_size).
+    assert dmap.grid.input_size == (672, 1010)
+    assert (dmap.grid.rows, dmap.grid.cols) == (15, 26)
     top1 = dmap.argmax()
     # The cat fills the middle of the picture; most cells whose window centre is on it agree.
     cat_cells = [
@@ -52,7 +53,8 @@ def test_espresso_is_found_on_coffee(classifier: DenseClassifier) -> None:
     dmap = classifier.predict(SAMPLES / "coffee.png")
     assert dmap.overall(1)[0].index == ESPRESSO
     top1 = dmap.argmax().flatten().tolist()
-    assert top1.count(ESPRESSO) > 0.7 * len(top1)
+    # Windows a third of the shorter side wide: those at the edges see the wooden table.
+    assert top1.count(ESPRESSO) > 0.6 * len(top1)
 
 
 def test_maps_are_probabilities_of_cpu_float32(classifier: DenseClassifier) -> None:
@@ -120,7 +122,7 @@ def test_stream_batches_keep_order_and_match_single_runs(
 
 
 def test_cell_pool_gives_the_finest_map(lite0: LoadedModel) -> None:
-    cells = DenseClassifier(lite0, pool="cell")
+    cells = DenseClassifier(lite0, pool="cell", size=448)
     dmap = cells.predict(SAMPLES / "coffee.png")
     assert dmap.pool == "cell"
     assert (dmap.grid.rows, dmap.grid.cols) == (14, 21)
@@ -276,7 +278,7 @@ def test_on_image_places_the_map_on_a_preview(classifier: DenseClassifier) -> No
     dmap = classifier.predict(SAMPLES / "coffee.png")  # 600×400
     small = dmap.on_image((200, 300))
     assert small.grid.image_size == (200, 300) and small.logits is dmap.logits
-    assert small.grid.box(0, 1) == tuple(round(v / 2) for v in dmap.grid.box(0, 1))
+    assert small.grid.window_at(0, 1) == pytest.approx([v / 2 for v in dmap.grid.window_at(0, 1)])
     assert dmap.on_image(dmap.grid.image_size) is dmap
 
 

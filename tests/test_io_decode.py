@@ -8,14 +8,19 @@ import os
 import struct
 import warnings
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from io_helpers import GIF_COLOURS, error_of, noise, rgb_of, touch_image, write_gif
+import torch
+from io_helpers import GIF_COLOURS, SAMPLE, error_of, noise, rgb_of, touch_image, write_gif
 from PIL import Image, ImageFile
 
+from densecls.grid import largest_input
+from densecls.infer import DenseClassifier
 from densecls.io import DEFAULT_MAX_PIXELS, frame_count, image_from_pil, open_image
+from densecls.meta import LoadedModel
 
 # ---------------------------------------------------------------------------------------
 # Bad files
@@ -239,3 +244,101 @@ def test_image_from_pil_returns_a_copy() -> None:
     assert img.getpixel((0, 0)) == (5, 6, 7)
     assert loaded.size == (2, 2)
     assert loaded.notes == ()
+
+
+# ---------------------------------------------------------------------------------------
+# Reduced-scale (draft) decoding of JPEGs
+
+
+def _photo_jpeg(path: Path, size: tuple[int, int], exif: Image.Exif | None = None) -> Path:
+    """A smooth photo-like JPEG of ``size`` (width, height): the sample photo enlarged."""
+    photo = Image.open(SAMPLE).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    photo.save(path, quality=90, **({"exif": exif} if exif is not None else {}))
+    return path
+
+
+def test_jpeg_decodes_at_the_smallest_scale_no_smaller_than_asked(tmp_path: Path) -> None:
+    path = _photo_jpeg(tmp_path / "big.jpg", (1600, 1200))
+    asked: list[tuple[int, int]] = []
+
+    def resize_to(size: tuple[int, int]) -> tuple[int, int]:
+        asked.append(size)
+        return (280, 380)
+
+    loaded = open_image(path, resize_to=resize_to)
+    assert asked == [(1200, 1600)]  # the caller sees the original's size, not the draft's
+    assert (loaded.draft, loaded.size, loaded.image.size) == (4, (1200, 1600), (400, 300))
+    full = open_image(path)
+    assert (full.draft, full.size, full.image.size) == (1, (1200, 1600), (1600, 1200))
+    # The drafted pixels are the full decode's, averaged: close after the same resize.
+    a = np.asarray(loaded.image.resize((380, 280), Image.Resampling.BILINEAR), dtype=int)
+    b = np.asarray(full.image.resize((380, 280), Image.Resampling.BILINEAR), dtype=int)
+    assert np.abs(a - b).mean() < 2.0
+
+
+@pytest.mark.parametrize(("target", "scale"), [((600, 800), 2), ((601, 800), 1), ((150, 200), 8)])
+def test_draft_only_when_the_target_is_at_most_half_on_both_axes(
+    tmp_path: Path, target: tuple[int, int], scale: int
+) -> None:
+    path = _photo_jpeg(tmp_path / "big.jpg", (1600, 1200))
+    loaded = open_image(path, resize_to=lambda _: target)
+    assert loaded.draft == scale and loaded.size == (1200, 1600)
+    assert loaded.image.height >= target[0] and loaded.image.width >= target[1]
+
+
+def test_draft_swaps_axes_for_a_rotated_jpeg(tmp_path: Path) -> None:
+    # Stored 1600 wide, 800 high, shown rotated: 800 wide, 1600 high. A target of 800×300
+    # (h×w, as shown) is half of the shown image on both axes; read in the stored axes it
+    # would not be (300 < 800/2 but 800 = 800), so only a swap lets it draft.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _photo_jpeg(tmp_path / "rotated.jpg", (1600, 800), exif)
+    loaded = open_image(path, resize_to=lambda size: (800, 300) if size == (1600, 800) else size)
+    assert (loaded.draft, loaded.size, loaded.image.size) == (2, (1600, 800), (400, 800))
+    full = open_image(path)
+    a = np.asarray(loaded.image.resize((300, 800), Image.Resampling.BILINEAR), dtype=int)
+    b = np.asarray(full.image.resize((300, 800), Image.Resampling.BILINEAR), dtype=int)
+    assert np.abs(a - b).mean() < 2.0
+    assert "applied EXIF orientation 6" in loaded.notes
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_other_formats_never_draft(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"big.{fmt.lower()}"
+    Image.fromarray(noise(1200, 1600)).save(path, fmt)
+    loaded = open_image(path, resize_to=lambda _: (150, 200))
+    assert (loaded.draft, loaded.size, loaded.image.size) == (1, (1200, 1600), (1600, 1200))
+
+
+def test_small_jpegs_and_size_keep_never_draft(tmp_path: Path) -> None:
+    # At --size 448, a 640×480 photo is resized to 597×448: more than half, so it decodes
+    # whole; --size keep (size None) never resizes.
+    small = _photo_jpeg(tmp_path / "small.jpg", (640, 480))
+    big = _photo_jpeg(tmp_path / "big.jpg", (4000, 3000))
+    default = partial(largest_input, size=448, scales=(1.0,), native=(224, 224))
+    keep = partial(largest_input, size=None, scales=(1.0,), native=(224, 224))
+    assert open_image(small, resize_to=default).draft == 1
+    assert open_image(big, resize_to=keep).draft == 1
+    assert open_image(big, resize_to=default).draft == 4  # 1000×750, then 597×448
+    # The largest of several --scales decides: 448 × 2 = 896 of 3000 leaves 1/2.
+    scales = partial(largest_input, size=448, scales=(1.0, 2.0), native=(224, 224))
+    assert open_image(big, resize_to=scales).draft == 2
+
+
+def test_drafted_map_keeps_the_geometry_and_nearly_the_scores(
+    tmp_path: Path, lite0: LoadedModel
+) -> None:
+    path = _photo_jpeg(tmp_path / "astronaut.jpg", (1344, 1008))  # 448 is under half: 1/2 scale
+    classifier = DenseClassifier(lite0, size=448)
+    drafted, full = classifier.predict(path), classifier.predict(open_image(path))
+    assert not torch.equal(drafted.probs, full.probs)  # so predict(path) did draft
+    # Sizes and boxes stay in the original's pixels.
+    assert drafted.grid == full.grid and drafted.grid.image_size == (1008, 1344)
+    assert (drafted.argmax() == full.argmax()).float().mean() >= 0.9
+    assert (drafted.probs - full.probs).abs().max() < 0.05
+    # draft=False decodes every pixel; so does a run that keeps the picture to draw on.
+    exact = DenseClassifier(lite0, size=448, draft=False).predict(path)
+    assert torch.equal(exact.probs, full.probs)
+    (kept,) = classifier.predict_items([path], keep_image=True)
+    assert kept.image is not None and kept.image.size == (1344, 1008)
+    assert kept.map is not None and torch.equal(kept.map.probs, full.probs)

@@ -23,8 +23,10 @@ from densecls.io import (
     register_reader,
     unregister_reader,
 )
+from densecls.io.geotiff import GeoTiffReader
 from densecls.io.png import PngReader
 from densecls.io.protocols import HEAD_BYTES
+from densecls.io.slide import SlideReader
 from densecls.io.tiff import TiffReader
 
 
@@ -115,8 +117,9 @@ def fake() -> Iterator[_FakeReader]:
         unregister_reader(reader)
 
 
-def test_builtin_readers_are_png_then_tiff() -> None:
-    assert [type(r) for r in readers()] == [PngReader, TiffReader]
+def test_builtin_readers_are_geotiff_slide_png_then_tiff() -> None:
+    # GeoTIFF first: OpenSlide would take a COG's overviews for a slide pyramid.
+    assert [type(r) for r in readers()] == [GeoTiffReader, SlideReader, PngReader, TiffReader]
 
 
 def test_a_registered_reader_opens_its_files_through_open_input(

@@ -431,8 +431,10 @@ def test_heat_shape_must_match_grid(shape):
 
 def test_bad_heat_values_scale_and_image_size():
     with pytest.raises(DenseclsError) as err:
-        upsample_heat(np.full((2, 3), np.nan), GRID)
+        upsample_heat(np.full((2, 3), np.inf), GRID)
     one_line(err)
+    # NaN is a cell with no heat (slide background), left unpainted.
+    assert np.isnan(upsample_heat(np.full((2, 3), np.nan), GRID)).all()
     with pytest.raises(DenseclsError) as err:
         heat_overlay(IMAGE, HEAT, GRID, scale="log")  # type: ignore[arg-type]
     assert one_line(err).startswith("--scale 'log'")

@@ -37,8 +37,9 @@ from densecls.io import (
 if TYPE_CHECKING:
     from densecls.formats import Writer
     from densecls.infer import DenseClassifier
-    from densecls.io import ImageInput
+    from densecls.io import ImageInput, SlideOptions
     from densecls.maps import DenseMap
+    from densecls.tiling import TileSink
 
 __all__ = ["Outcome", "Progress", "Summary", "Terminated", "count_items", "iter_items", "run"]
 
@@ -132,6 +133,7 @@ def run(
     all_frames: bool = False,
     keep_maps: bool = False,
     protect: Iterable[Path] = (),
+    slide: SlideOptions | None = None,
 ) -> Summary:
     """Predict every input and hand each map to every writer, in order.
 
@@ -147,6 +149,7 @@ def run(
     makes one: it is called only if some input needs it (with ``skip_existing``, a run
     whose outputs all exist loads no model). ``keep_maps`` puts each map in its
     :class:`Outcome` (they are dropped otherwise, so memory stays flat over a long run).
+    ``slide`` says how whole-slide images are read (``--mpp``, ``--level``, ``--tissue``).
     """
     counts = {"done": 0, "failed": 0, "skipped": 0}
 
@@ -167,11 +170,13 @@ def run(
         clf = classifier() if callable(classifier) else classifier
         if on_progress is not None:
             clf.on_tile = on_progress.tile
+        clf.sink_for = _sink_for(writers, clf)
         results = clf.predict_items(
             itertools.chain([first], wanted),
             max_pixels=max_pixels,
             all_frames=all_frames,
             keep_image=any(w.needs_image for w in writers),
+            slide=slide,
         )
         for res in results:
             if res.error is not None:
@@ -194,11 +199,23 @@ def run(
         return Summary(**counts, interrupted=True, signal=code)
     finally:
         if clf is not None:
-            clf.on_tile = None
+            clf.on_tile = clf.sink_for = None
         for writer in writers:
             with contextlib.suppress(OutputError):  # reported when it first failed
                 writer.close()
     return Summary(**counts)
+
+
+def _sink_for(
+    writers: Sequence[Writer], clf: DenseClassifier
+) -> Callable[[InputItem | ImageInput], TileSink | None] | None:
+    """Each input's tile sink from the first writer that stores tiles as they complete
+    (``tile_sink``, optional in the Writer protocol: ``--save-scores out.zarr`` has one)."""
+    for writer in writers:
+        make = getattr(writer, "tile_sink", None)
+        if make is not None:
+            return lambda item: make(item, clf)
+    return None
 
 
 class _Names:

@@ -4,14 +4,16 @@ A run is given one number of bytes. It is shared out here, and only here:
 
 * **batch**: same-size images run together while the whole batch's estimate fits the
   budget (an image that does not fit alone is tiled instead);
-* **tiles**: a tile plan may use two thirds; the last third is kept for what the activation
-  estimate misses in a long run of tiles (allocator slack, oneDNN's buffers for each tile
-  shape, the scores): ``benchmarks/huge.py`` measures the whole process against the budget;
+* **tiles**: a tile plan may use two thirds, less a fixed :data:`TILE_RESERVE`; the rest is
+  kept for what the activation estimate misses in a long run of tiles (allocator slack,
+  oneDNN's buffers for each tile shape, the scores), which does not shrink with the budget:
+  ``benchmarks/huge.py`` and ``benchmarks/enlarge.py`` measure the whole process against it;
 * **bands**: an image whose decoded RGB would take over a quarter is read in bands of rows;
 * **spill**: a map whose logits and probabilities would take over a quarter lives in
   memory-mapped files instead of RAM.
 
-The estimate of what a forward pass needs is measured once per model, at the native size.
+The estimate of what a forward pass needs is taken once per model from the shapes of its
+layers at the native size (no forward pass runs).
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Budget", "activation_bytes_per_pixel", "default_max_memory"]
+__all__ = [
+    "DEFAULT_MAX_MEMORY",
+    "TILE_RESERVE",
+    "Budget",
+    "activation_bytes_per_pixel",
+    "default_max_memory",
+]
 
 TILE_SHARE = 2 / 3
+#: Bytes taken off the tiles' share whatever the budget: without it a 512 MB run peaked at
+#: 1.22× its budget (``benchmarks/results/enlarge-cpu.md``), runs of 1 to 4 GB within it.
+TILE_RESERVE = 128 << 20
+#: The default ``--max-memory`` where half the available memory is more: the smallest budget
+#: within 5% of the best throughput on a 12000×9000 image (``benchmarks/memory.py``).
+DEFAULT_MAX_MEMORY = 2_000_000_000
 BAND_SHARE = 4  # one quarter
 SPILL_SHARE = 4  # one quarter
 
@@ -39,8 +53,14 @@ class Budget:
 
     @property
     def tiles(self) -> float:
-        """Bytes a tile plan may use (the rest is the reserve)."""
-        return self.total * TILE_SHARE
+        """Bytes a tile plan may use (the rest is the reserve).
+
+        Two thirds less :data:`TILE_RESERVE`, but never under the reserve itself (or two
+        thirds, if less): a budget under about 400 MB still runs, in small tiles, where the
+        reserve would leave no room for a tile (the fixed costs alone come near it).
+        """
+        share = self.total * TILE_SHARE
+        return max(share - TILE_RESERVE, min(share, TILE_RESERVE))
 
     @property
     def bands_over(self) -> int:
@@ -57,40 +77,42 @@ class Budget:
         return max(1, self.batch // max(1, bytes_per_image))
 
 
-def default_max_memory() -> int:
-    """Half the memory available now (so other programs keep room), at least 1 GiB."""
+def default_max_memory(available: int | None = None) -> int:
+    """:data:`DEFAULT_MAX_MEMORY`, or half the memory available now when that is less (so
+    other programs keep room), but at least 1 GiB.
+
+    ``available`` is the bytes available (default: ``MemAvailable`` from /proc/meminfo;
+    where it cannot be read, :data:`DEFAULT_MAX_MEMORY` is used).
+    """
+    if available is None:
+        available = _available()
+    if available is None:
+        return DEFAULT_MAX_MEMORY
+    return min(DEFAULT_MAX_MEMORY, max(1 << 30, available // 2))
+
+
+def _available() -> int | None:
+    """``MemAvailable`` in bytes, or None where /proc/meminfo is not there (not Linux)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return max(1 << 30, int(line.split()[1]) * 1024 // 2)
-    except OSError:
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return 8 << 30
+    return None
 
 
-def activation_bytes_per_pixel(model: Any, native: tuple[int, int], device: Any) -> float:
-    """Bytes per input pixel a forward pass needs, measured once at the native size.
+def activation_bytes_per_pixel(model: Any, native: tuple[int, int], device: Any = None) -> float:
+    """Bytes per input pixel a forward pass needs, estimated once at the native size.
 
     A forward pass holds a layer's input, its output and the odd residual at once: three
     times the largest activation is a safe, simple bound that scales with pixels. The input
-    itself is added, as uint8 and as float32.
+    itself is added, as uint8 and as float32. The activation sizes come from shapes alone
+    (:func:`densecls.convert.shapes.largest_activation`), so no forward pass runs; the
+    model's own device is used (``device`` is kept for callers that pass it).
     """
-    import torch
+    from densecls.convert.shapes import largest_activation
 
-    largest = 0
-
-    def hook(_m: torch.nn.Module, _i: Any, out: Any) -> None:
-        nonlocal largest
-        if isinstance(out, torch.Tensor):
-            largest = max(largest, out.numel() * out.element_size())
-
-    leaves = [m for m in model.modules() if not any(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, *native, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    largest = largest_activation(model, native)
     return 3 + 12 + 3 * largest / (native[0] * native[1])

@@ -13,18 +13,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from densecls.errors import DenseclsError, OptionError
-from densecls.parse import parse_bytes, parse_scales, parse_size
+from densecls.lookup import ClassReport, ModelReport, describe, find_classes, list_models
+from densecls.parse import (
+    DEFAULT_MIN_CONFIDENCE,
+    parse_bytes,
+    parse_scales,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from densecls.batch import Progress, Summary
-    from densecls.classes import ClassSelection
     from densecls.evaluate import AnnotationSet, EvalReport
     from densecls.formats import Writer
     from densecls.infer import DenseClassifier
-    from densecls.io import InputProblem
-    from densecls.meta import ModelEntry
+    from densecls.io import InputProblem, SlideOptions
+    from densecls.onnx import ExportReport
 
 __all__ = [
     "ClassReport",
@@ -33,6 +38,7 @@ __all__ = [
     "ModelReport",
     "describe",
     "evaluate",
+    "export",
     "find_classes",
     "heatmap",
     "labelmap",
@@ -51,7 +57,7 @@ class ModelOptions:
     size: str | None = None
     pool: Literal["window", "cell"] = "window"
     device: str = "auto"
-    batch_size: int = 4
+    batch_size: int | None = None  # None: 1 on CPU, 4 on CUDA
     max_memory: str | None = None
     half: bool = False
     scales: str | None = None
@@ -59,6 +65,11 @@ class ModelOptions:
     stride_method: Literal["auto", "atrous", "shift"] = "auto"
     # None: the model's own (sigmoid for a multi-label HF model, else softmax).
     activation: Literal["softmax", "sigmoid"] | None = None
+    draft: bool = True  # a JPEG may decode at a reduced scale when --size shrinks it
+    fuse: bool = True  # False: the converted model as it is (--no-fuse, for debugging)
+    compile: bool = False
+    engine: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: an ONNX export, cached
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # cells under it are unsure; 0: none
 
     def classifier(self) -> DenseClassifier:
         """Load and convert the model."""
@@ -78,6 +89,11 @@ class ModelOptions:
             stride=self.stride,
             stride_method=self.stride_method,
             activation=self.activation,
+            draft=self.draft,
+            fuse=self.fuse,
+            compile=self.compile,
+            engine=self.engine,
+            min_confidence=self.min_confidence,
         )
 
 
@@ -92,6 +108,18 @@ class InputOptions:
     skip_existing: bool = False
     max_pixels: int | None = None
     all_frames: bool = False
+    bands: str | None = None  # --bands 3,2,1: which bands of a raster (GeoTIFF) are R,G,B
+    # Whole-slide images: the pyramid level by --mpp or --level, and the tissue mask.
+    mpp: float | None = None
+    level: int | None = None
+    tissue: bool = True
+    tissue_threshold: float | None = None
+
+    def slide(self) -> SlideOptions:
+        """How whole-slide images are read."""
+        from densecls.io import SlideOptions
+
+        return SlideOptions(self.mpp, self.level, self.tissue, self.tissue_threshold)
 
 
 def predict(
@@ -99,17 +127,24 @@ def predict(
     model: ModelOptions,
     inputs: InputOptions,
     stream: TextIO | None,
-    fmt: Literal["table", "json", "jsonl", "csv"] = "table",
+    fmt: Literal["table", "json", "jsonl", "csv", "geojson"] = "table",
     top_k: int = 5,
     save_scores: Path | None = None,
     logits: bool = False,
+    save_geotiff: Path | None = None,
     progress: Progress | None = None,
 ) -> Summary:
-    """Records of every input on ``stream`` in ``fmt``; ``.npy`` scores under ``save_scores``."""
-    from densecls.formats import NpyWriter, stream_writer
+    """Records of every input on ``stream`` in ``fmt``; .npy or .zarr scores at ``save_scores``;
+    class-map GeoTIFFs of the ``top_k`` classes that win most cells under ``save_geotiff``."""
+    from densecls.formats import scores_writer, stream_writer
+    from densecls.formats.geotiff import GeoTiffWriter
 
     _check(inputs)
-    writers: list[Writer] = [] if save_scores is None else [NpyWriter(save_scores, logits=logits)]
+    writers: list[Writer] = []
+    if save_scores is not None:  # --skip-existing: a .zarr store resumes interrupted inputs
+        writers.append(scores_writer(save_scores, logits=logits, resume=inputs.skip_existing))
+    if save_geotiff is not None:
+        writers.append(GeoTiffWriter(save_geotiff, top=top_k))
     scales = model.scales is not None and len(parse_scales(model.scales)) > 1
     writers.append(stream_writer(fmt, stream, top_k=top_k, scales=scales, frames=inputs.all_frames))
     return _run(model, inputs, writers, progress)
@@ -129,13 +164,15 @@ def heatmap(
     grid: bool = False,
     combine: Literal["mean", "max"] = "mean",
     no_clobber: bool = False,
+    save_geotiff: Path | None = None,
     progress: Progress | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> Summary:
     """``<stem>.<class>.png`` heat overlays for each ``--class``; ``on_note`` hears how
-    each class query was read."""
+    each class query was read. ``save_geotiff``: class-map GeoTIFFs, a band per class."""
     from densecls.classes import resolve_class
     from densecls.formats import PictureWriter
+    from densecls.formats.geotiff import GeoTiffWriter
     from densecls.pictures import HeatmapPictures
     from densecls.sources import categories_for
 
@@ -154,8 +191,10 @@ def heatmap(
         if sel.note and on_note is not None:
             on_note(f"--class {sel.query!r}: {sel.note}")
     pictures = HeatmapPictures(selections, raw=raw, legend=legend, grid=grid, **render_options)
-    writer = PictureWriter(output_dir, pictures, clobber=not no_clobber)
-    return _run(clf, inputs, [writer], progress)
+    writers: list[Writer] = [PictureWriter(output_dir, pictures, clobber=not no_clobber)]
+    if save_geotiff is not None:
+        writers.append(GeoTiffWriter(save_geotiff, selections=selections))
+    return _run(clf, inputs, writers, progress)
 
 
 def labelmap(
@@ -168,16 +207,21 @@ def labelmap(
     grid: bool = False,
     combine: Literal["mean", "max"] = "mean",
     no_clobber: bool = False,
+    save_geotiff: Path | None = None,
     progress: Progress | None = None,
 ) -> Summary:
-    """``<stem>.labels.png``: each cell's top-1 class in its own colour."""
+    """``<stem>.labels.png``: each cell's top-1 class in its own colour; ``save_geotiff``:
+    class-map GeoTIFFs with the 5 classes that win most cells."""
     from densecls.formats import PictureWriter
+    from densecls.formats.geotiff import GeoTiffWriter
     from densecls.pictures import LabelmapPicture
 
     _check(inputs)
     picture = LabelmapPicture(alpha=alpha, legend=legend, grid=grid, combine=combine)
-    writer = PictureWriter(output_dir, picture, clobber=not no_clobber)
-    return _run(model, inputs, [writer], progress)
+    writers: list[Writer] = [PictureWriter(output_dir, picture, clobber=not no_clobber)]
+    if save_geotiff is not None:
+        writers.append(GeoTiffWriter(save_geotiff))
+    return _run(model, inputs, writers, progress)
 
 
 def evaluate(
@@ -262,6 +306,11 @@ def _check(inputs: InputOptions) -> None:
         parse_shard(inputs.shard)
     if inputs.max_pixels is not None and inputs.max_pixels < 1:
         raise OptionError(f"--max-pixels {inputs.max_pixels}: must be at least 1; e.g. 100000000")
+    if inputs.bands is not None:
+        from densecls.io.geotiff import parse_bands
+
+        parse_bands(inputs.bands)
+    inputs.slide().check()
 
 
 def _run(
@@ -273,6 +322,8 @@ def _run(
     """Run the inputs; with --skip-existing the model loads only if some input needs it."""
     from densecls.batch import iter_items, run
     from densecls.io import DEFAULT_MAX_PIXELS, InputItem
+    from densecls.io.geotiff import bands_reader
+    from densecls.io.readers import reading_first
 
     def items() -> Iterator[InputItem | InputProblem]:
         return iter_items(
@@ -286,116 +337,21 @@ def _run(
     # replace one, even one that comes later.
     listed = "-" not in inputs.images
     protect = [i.path for i in items() if isinstance(i, InputItem)] if listed else []
-    return run(
-        items(), model, writers, on_progress=progress, skip_existing=inputs.skip_existing,
-        max_pixels=DEFAULT_MAX_PIXELS if inputs.max_pixels is None else inputs.max_pixels,
-        all_frames=inputs.all_frames, protect=protect,
-    )  # fmt: skip
+    # --bands: for this run, rasters are read by a reader told which bands are R, G, B.
+    with reading_first(bands_reader(inputs.bands)):
+        return run(
+            items(), model, writers, on_progress=progress, skip_existing=inputs.skip_existing,
+            max_pixels=DEFAULT_MAX_PIXELS if inputs.max_pixels is None else inputs.max_pixels,
+            all_frames=inputs.all_frames, protect=protect, slide=inputs.slide(),
+        )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ModelReport:
-    """What ``densecls info`` shows: the conversion and the grids for one input size."""
+def export(*, model: ModelOptions, output: Path) -> ExportReport:
+    """The dense model (fused unless ``model.fuse`` is off) as ONNX at ``output``, with
+    dynamic sizes and its geometry and categories as metadata (:mod:`densecls.onnx`)."""
+    from densecls.onnx import check_output, export_converted
 
-    name: str
-    family: str
-    weights: str
-    method: str
-    changes: tuple[tuple[str, str], ...]
-    native_size: tuple[int, int]
-    native_grid: tuple[int, int]
-    input_size: tuple[int, int]
-    feature_grid: tuple[int, int] | None
-    cells: tuple[int, int]
-    classes: int
-    pool: str
-    stride: tuple[float, float]
-    window: tuple[float, float]
-    offset: tuple[float, float]
-    notes: tuple[str, ...]
-
-
-def describe(
-    *,
-    model: str = "efficientnet_lite0",
-    weights: str | None = None,
-    labels: Path | None = None,
-    size: str = "448",
-    pool: Literal["window", "cell"] = "window",
-    stride: int | None = None,
-    stride_method: Literal["auto", "atrous", "shift"] = "auto",
-) -> ModelReport:
-    """Convert a model and report its head layers before and after, and its geometry at
-    an input of ``size`` (``N`` for N×N, ``HxW``)."""
-    from densecls.convert import convert
-    from densecls.finer import finer
-    from densecls.sources import load_model
-
-    spec = parse_size(size)
-    if spec is None:
-        raise OptionError(
-            f"--size {size!r}: info has no image whose size to keep; give N or HxW (e.g. 448)"
-        )
-    shape = spec if isinstance(spec, tuple) else (spec, spec)
-    loaded = load_model(model, weights=weights, labels=labels)
-    conv = convert(loaded, pool=pool)
-    if stride is not None:
-        conv = finer(conv, stride=stride, method=stride_method)
-    feats, cells = conv.grids(shape)
-    meta, geometry = loaded.meta, conv.geometry
-    return ModelReport(
-        name=meta.name, family=meta.family, weights=meta.weights, method=conv.method,
-        changes=tuple((c.original, c.converted) for c in conv.changes),
-        native_size=conv.native_size, native_grid=conv.native_grid, input_size=shape,
-        feature_grid=feats, cells=cells, classes=len(meta.categories), pool=conv.pool,
-        stride=geometry.stride, window=(float(geometry.window[0]), float(geometry.window[1])),
-        offset=geometry.offset, notes=conv.notes,
-    )  # fmt: skip
-
-
-def list_models() -> list[ModelEntry]:
-    """Every model densecls can load and how each converts."""
-    from densecls.sources import available_models
-
-    return available_models()
-
-
-@dataclass(frozen=True)
-class ClassReport:
-    """What ``densecls classes`` shows: what a query resolves to, and the names matching it."""
-
-    query: str | None
-    categories: tuple[str, ...]
-    selection: ClassSelection | None
-    matches: list[tuple[int, str]]
-
-    @property
-    def show_matches(self) -> bool:
-        """Whether the matches add anything to the selection."""
-        chosen = None if self.selection is None else set(self.selection.indices)
-        return bool(self.matches) and chosen != {i for i, _ in self.matches}
-
-
-def find_classes(
-    query: str | None = None,
-    *,
-    model: str = "efficientnet_lite0",
-    weights: str | None = None,
-    labels: Path | None = None,
-) -> ClassReport:
-    """Resolve ``--class QUERY`` and list the categories matching it (all of them without a
-    query). A query that resolves to nothing and matches nothing raises, with did-you-mean."""
-    from densecls.classes import resolve_class, search_classes
-    from densecls.sources import categories_for
-
-    categories = categories_for(model, weights=weights, labels=labels)
-    selection = None
-    if query is not None:
-        try:
-            selection = resolve_class(query, categories)
-        except DenseclsError:
-            selection = None
-    matches = search_classes(query, categories)
-    if query is not None and selection is None and not matches:
-        resolve_class(query, categories)  # raises with did-you-mean
-    return ClassReport(query, tuple(categories), selection, matches)
+    check_output(output)
+    # --size, --device, … do not change the graph: it is exported on the CPU, in float32.
+    clf = replace(model, device="cpu", half=False, compile=False, engine="torch").classifier()
+    return export_converted(clf.meta, clf.conversion, clf.fused, output)

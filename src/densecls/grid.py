@@ -16,6 +16,7 @@ __all__ = [
     "Geometry",
     "Grid",
     "check_input_pixels",
+    "largest_input",
     "plan_input_size",
     "plan_tiles",
     "scaled_size",
@@ -167,6 +168,20 @@ def scaled_size(
         return None
     base = size if size is not None else min(image_size)
     return max(1, round(base * factor))
+
+
+def largest_input(
+    image_size: tuple[int, int],
+    *,
+    size: int | tuple[int, int] | None,
+    scales: tuple[float, ...],
+    native: tuple[int, int],
+) -> tuple[int, int]:
+    """The largest network input, on each axis, that an image gets over ``scales`` of
+    ``size`` (see :func:`plan_input_size`): what a reduced-scale decode must not go under."""
+    sizes = [plan_input_size(image_size, scaled_size(size, image_size, f), native)[0]
+             for f in scales]  # fmt: skip
+    return (max(h for h, _ in sizes), max(w for _, w in sizes))
 
 
 def plan_tiles(

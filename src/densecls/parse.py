@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from densecls.errors import OptionError
 
-__all__ = ["SizeSpec", "format_bytes", "format_pair", "parse_bytes", "parse_scales", "parse_size"]
+__all__ = [
+    "DEFAULT_MIN_CONFIDENCE",
+    "SizeSpec",
+    "check_min_confidence",
+    "default_size",
+    "format_bytes",
+    "format_pair",
+    "parse_bytes",
+    "parse_scales",
+    "parse_size",
+]
 
 #: ``--size``: a shorter side in pixels, an exact ``(height, width)``, or ``None`` (keep).
 SizeSpec = int | tuple[int, int] | None
@@ -18,6 +28,18 @@ _UNITS = {
     "": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
     "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4,
 }  # fmt: skip
+
+
+#: The default ``--size`` is this many times the model's native size (shorter side), so that
+#: each window covers a third of the image's shorter side: the best cell accuracy per
+#: second of the sizes measured on small objects (benchmarks/results/small-objects-cpu.md).
+DEFAULT_SIZE_FACTOR = 3
+
+
+def default_size(native: tuple[int, int]) -> int:
+    """The default ``--size`` for a model of ``native`` (height, width) input: the shorter
+    side at which one native window covers a third of the image's shorter side."""
+    return DEFAULT_SIZE_FACTOR * min(native)
 
 
 def parse_size(text: str | int | tuple[int, int] | None) -> SizeSpec:
@@ -78,3 +100,17 @@ def format_pair(v: tuple[float, float]) -> str:
     """A (y, x) pair for people: ``32`` when both agree, else ``21.4×21.5``."""
     a, b = (f"{round(float(x), 1):g}" for x in v)
     return a if a == b else f"{a}×{b}"
+
+
+#: ``--min-confidence`` unless given (benchmarks/results/small-objects-cpu.md chose it).
+DEFAULT_MIN_CONFIDENCE = 0.0
+
+
+def check_min_confidence(value: float) -> float:
+    """``--min-confidence``: a top-1 probability in [0, 1); 0 marks no cell unsure."""
+    if not 0 <= value < 1:
+        raise OptionError(
+            f"--min-confidence {value:g}: must be at least 0 and under 1; e.g. 0.1, or 0 to "
+            "mark no cell unsure"
+        )
+    return float(value)

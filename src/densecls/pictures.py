@@ -97,8 +97,9 @@ class LabelmapPicture:
             counted = pixels[pixels >= 0]
         else:
             # Colours and legend shares count cells, not pixels: a cell is one window.
-            counted = dmap.argmax().numpy()
-            pixels = render.nearest_labels(counted, dmap.grid)
+            cells = dmap.argmax().numpy()
+            pixels = render.nearest_labels(cells, dmap.grid)
+            counted = cells[cells >= 0]  # a slide's background cells (-1) stay unpainted
         ranked = render.rank_classes(counted)[0] if counted.size else None
         picture = render.paint_labels(
             image, pixels, dmap.categories, alpha=self.alpha, ranked=ranked
@@ -111,4 +112,4 @@ class LabelmapPicture:
 
 
 def _top1_labels(dmap: DenseMap) -> list[str]:
-    return [dmap.categories[i] for i in dmap.argmax().flatten().tolist()]
+    return [dmap.categories[i] if i >= 0 else "" for i in dmap.argmax().flatten().tolist()]

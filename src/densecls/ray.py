@@ -47,7 +47,7 @@ class DenseclsPredictor:
         model: a model name (``efficientnet_lite0``, ``resnet50``, …).
         weights, labels: as for :func:`densecls.sources.load_model`.
         size: shorter side in pixels fed to the network; ``None`` keeps each image's own
-            pixels; default twice the model's native size.
+            pixels; default three times the model's native size.
         pool: ``window`` or ``cell``.
         top_k: classes per cell and overall in each record.
         scores: also return a ``scores`` column of float32 arrays [classes, rows, cols]:

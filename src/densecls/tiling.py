@@ -10,8 +10,10 @@ the map is itself too large for the budget (:mod:`densecls.spill`).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -22,7 +24,9 @@ from densecls.grid import plan_tiles
 from densecls.parse import format_bytes
 from densecls.spill import SpilledArray
 
-__all__ = ["TiledMap", "run_tiled", "tile_overlap", "tile_side", "too_large_for_tiles"]
+__all__ = [
+    "TileSink", "TiledMap", "run_tiled", "tile_overlap", "tile_side", "too_large_for_tiles",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,31 @@ class TiledMap:
     probs: Tensor
     spill: tuple[SpilledArray, ...]
     note: str
+
+
+class TileSink(Protocol):
+    """Where a tiled run also sends its cells as tiles complete (``--save-scores out.zarr``).
+
+    Regions are ``(first, stop)`` cell rows and columns of the whole map; ``logits`` and
+    ``probs`` are the whole map's [classes, rows, cols] tensors as they are filled in.
+    """
+
+    def begin(self, shape: tuple[int, int, int], chunks: tuple[int, int]) -> None:
+        """The map's shape, and the cells (rows, cols) a typical tile owns, before any tile."""
+        ...
+
+    def restore(
+        self, rows: tuple[int, int], cols: tuple[int, int], logits: Tensor, probs: Tensor
+    ) -> bool:
+        """Fill a tile's region from what an earlier run stored and say so (the tile is not
+        run), or say False."""
+        ...
+
+    def cells(
+        self, rows: tuple[int, int], cols: tuple[int, int], logits: Tensor, probs: Tensor
+    ) -> None:
+        """A tile's region is final in ``logits`` and ``probs``."""
+        ...
 
 
 def tile_overlap(native: tuple[int, int]) -> int:
@@ -92,13 +121,18 @@ def run_tiled(
     native: tuple[int, int],
     budget: Budget,
     on_tile: Callable[[str, int, int], None] | None = None,
+    sink: TileSink | None = None,
+    background: Callable[[int, int], Tensor] | None = None,
 ) -> TiledMap:
     """Logits and scores of one large input, tile by tile.
 
     Tiles go row by row, so an input read in bands (``rows_of(y0, y1)`` → uint8 [3, rows, w])
     is read once, top to bottom. ``cells_along(length, axis)`` is the converted model's cell
     count along an axis for a tile of that length; ``activate`` turns logits [K, R, C] into
-    scores.
+    scores. ``sink`` also gets each tile's cells as the tile completes, and may supply
+    the cells of tiles an earlier, interrupted run finished. ``background(rows, cols)`` is a
+    [rows, cols] bool mask of the whole map's cells that see no tissue: their scores are
+    NaN, and a tile whose cells are all background is not run (nor its rows read).
     """
     h, w = input_size
     overlap = tile_overlap(native)
@@ -117,24 +151,52 @@ def run_tiled(
         logits, probs = (torch.from_numpy(part.array) for part in spill)
     else:
         logits, probs = torch.empty(shape), torch.empty(shape)
-    total, done = len(rows) * len(cols), 0
+    if sink is not None:
+        sink.begin(shape, (_typical(row_spans), _typical(col_spans)))
+    mask = None if background is None else background(shape[1], shape[2])
+    total, done, restored, skipped = len(rows) * len(cols), 0, 0, 0
     for (y0, y1, _, _), (gr, tr, nr) in zip(rows, row_spans, strict=True):
-        band = rows_of(y0, y1)
+        band = None  # read when a tile of this row runs: rows of background only are not
         for (x0, x1, _, _), (gc, tc, nc) in zip(cols, col_spans, strict=True):
-            if nr and nc:
+            cells = (gr, gr + nr), (gc, gc + nc)
+            bg = None if mask is None else mask[gr : gr + nr, gc : gc + nc]
+            if nr and nc and sink is not None and sink.restore(*cells, logits, probs):
+                restored += 1
+            elif nr and nc and bg is not None and bool(bg.all()):
+                logits[:, gr : gr + nr, gc : gc + nc] = math.nan
+                probs[:, gr : gr + nr, gc : gc + nc] = math.nan
+                skipped += 1
+                if sink is not None:
+                    sink.cells(*cells, logits, probs)
+            elif nr and nc:
+                band = rows_of(y0, y1) if band is None else band
                 out = forward(band[None, :, :, x0:x1])[0, :, tr : tr + nr, tc : tc + nc]
+                if bg is not None and bool(bg.any()):
+                    out = out.masked_fill(bg, math.nan)
                 logits[:, gr : gr + nr, gc : gc + nc] = out
                 probs[:, gr : gr + nr, gc : gc + nc] = activate(out)
+                if sink is not None:
+                    sink.cells(*cells, logits, probs)
             done += 1
             if on_tile is not None:
-                on_tile(name, done, total)
+                on_tile(f"{name} ({skipped} skipped)" if mask is not None else name, done, total)
         del band
         for part in spill:
             part.release()
     note = f"processed in {total} tiles of up to {side}×{side} px to stay within --max-memory"
     if spill:
         note += "; the scores were kept in memory-mapped files, not in RAM"
+    if mask is not None:
+        note += f"; {skipped} of them had no tissue and were skipped"
+    if restored:
+        note += f"; {restored} of them were restored from --save-scores, not run again"
     return TiledMap(logits, probs, spill, note)
+
+
+def _typical(spans: list[tuple[int, int, int]]) -> int:
+    """The cells most tiles own along an axis (the first and last tiles own more or fewer)."""
+    counts = Counter(n for _, _, n in spans if n)
+    return max(counts, key=lambda n: (counts[n], n)) if counts else 1
 
 
 def _owned(

@@ -21,8 +21,10 @@ import densecls.cli.output as output
 from densecls.cli.options import (
     INPUTS,
     MODEL,
+    ActivationOpt,
     Classes,
     CombineOpt,
+    FuseOpt,
     GridLines,
     Labels,
     Model,
@@ -30,6 +32,7 @@ from densecls.cli.options import (
     OutputDir,
     PoolOpt,
     Quiet,
+    SaveGeotiff,
     StrideMethod,
     StrideOpt,
     Weights,
@@ -87,13 +90,18 @@ app = typer.Typer(
 def predict(
     top_k: Annotated[int, typer.Option(min=1, help="Classes per cell and overall.")] = 5,
     fmt: Annotated[
-        Literal["table", "json", "jsonl", "csv"],
-        typer.Option("--format", "-f", help="Output on stdout."),
+        Literal["table", "json", "jsonl", "csv", "geojson"],
+        typer.Option("--format", "-f", help="Output on stdout (geojson: a tile per cell)."),
     ] = "table",
     save_scores: Annotated[
-        Path | None, typer.Option(help="Also write <stem>.npy \\[classes, rows, cols] here.")
+        Path | None,
+        typer.Option(
+            help="Also write <stem>.npy \\[classes, rows, cols] here, or into one Zarr "
+            "store for a path ending in .zarr (written as tiles complete)."
+        ),
     ] = None,
     logits: Annotated[bool, typer.Option(help="Save raw logits instead of probabilities.")] = False,
+    save_geotiff: SaveGeotiff = None,
     quiet: Quiet = False,
     *,
     inputs: InputOptions,
@@ -105,7 +113,7 @@ def predict(
     with _reporter(inputs, quiet) as progress:
         summary = commands.predict(
             model=model, inputs=inputs, stream=sys.stdout, fmt=fmt, top_k=top_k,
-            save_scores=save_scores, logits=logits, progress=progress,
+            save_scores=save_scores, logits=logits, save_geotiff=save_geotiff, progress=progress,
         )  # fmt: skip
     _finish(summary, quiet)
 
@@ -130,6 +138,7 @@ def heatmap(
     grid: GridLines = False,
     combine: CombineOpt = "mean",
     no_clobber: NoClobber = False,
+    save_geotiff: SaveGeotiff = None,
     quiet: Quiet = False,
     *,
     inputs: InputOptions,
@@ -142,7 +151,8 @@ def heatmap(
         summary = commands.heatmap(
             model=model, inputs=inputs, classes=class_, output_dir=output_dir,
             colormap=colormap, alpha=alpha, scale=scale, raw=raw, legend=legend, grid=grid,
-            combine=combine, no_clobber=no_clobber, progress=progress, on_note=progress.note,
+            combine=combine, no_clobber=no_clobber, save_geotiff=save_geotiff, progress=progress,
+            on_note=progress.note,
         )  # fmt: skip
     _finish(summary, quiet)
 
@@ -156,6 +166,7 @@ def labelmap(
     grid: GridLines = False,
     combine: CombineOpt = "mean",
     no_clobber: NoClobber = False,
+    save_geotiff: SaveGeotiff = None,
     quiet: Quiet = False,
     *,
     inputs: InputOptions,
@@ -167,7 +178,8 @@ def labelmap(
     with _reporter(inputs, quiet) as progress:
         summary = commands.labelmap(
             model=model, inputs=inputs, output_dir=output_dir, alpha=alpha, legend=legend,
-            grid=grid, combine=combine, no_clobber=no_clobber, progress=progress,
+            grid=grid, combine=combine, no_clobber=no_clobber, save_geotiff=save_geotiff,
+            progress=progress,
         )  # fmt: skip
     _finish(summary, quiet)
 
@@ -222,8 +234,12 @@ def info(
     weights: Weights = None,
     labels: Labels = None,
     size: Annotated[
-        str, typer.Option(help="Input size: N for N×N, or HxW such as 480x640.")
-    ] = "448",
+        str | None,
+        typer.Option(
+            help="Input size: N for N×N, or HxW such as 480x640. [default: the model's "
+            "default --size, N×N]"
+        ),
+    ] = None,
     pool: PoolOpt = "window",
     stride: StrideOpt = None,
     stride_method: StrideMethod = "auto",
@@ -242,6 +258,33 @@ def info(
             stride_method=stride_method,
         )
     )
+
+
+@app.command()
+def export(
+    output_path: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False),
+    ],
+    model: Model = "efficientnet_lite0",
+    weights: Weights = None,
+    labels: Labels = None,
+    pool: PoolOpt = "window",
+    stride: StrideOpt = None,
+    stride_method: StrideMethod = "auto",
+    activation: ActivationOpt = None,
+    fuse: FuseOpt = True,
+) -> None:
+    """Write the dense model as ONNX: uint8 RGB pixels [N, 3, H, W] of any size in, logits
+    [N, classes, rows, cols] out; geometry, categories and activation in its metadata."""
+    from densecls import commands
+
+    options = ModelOptions(
+        model=model, weights=weights, labels=labels, pool=pool, stride=stride,
+        stride_method=stride_method, activation=activation, fuse=fuse,
+    )  # fmt: skip
+    report = commands.export(model=options, output=output_path)
+    output.err.print(escape(report.text()), markup=True)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from densecls.commands import InputOptions, ModelOptions
+from densecls.parse import DEFAULT_MIN_CONFIDENCE
 
 __all__ = ["INPUTS", "MODEL", "Group", "with_groups"]
 
@@ -40,7 +41,8 @@ Labels = Annotated[
 Size = Annotated[
     str | None,
     typer.Option(
-        help="Shorter side in pixels fed to the model, HxW, or keep. [default: 2× native]"
+        help="Shorter side in pixels fed to the model, HxW, or keep. [default: 3× native, a "
+        "window a third of the shorter side]"
     ),
 ]
 PoolOpt = Annotated[
@@ -50,13 +52,54 @@ PoolOpt = Annotated[
 DeviceOpt = Annotated[
     Literal["auto", "cpu", "cuda"], typer.Option("--device", help="auto picks CUDA when present.")
 ]
-BatchSize = Annotated[int, typer.Option(min=1, help="Same-size images per forward pass.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Same-size images per forward pass. [default: 1 on CPU, 4 on CUDA]",
+        show_default=False,
+    ),
+]  # fmt: skip
 MaxMemory = Annotated[
     str | None,
-    typer.Option(help="Memory one forward pass may use, e.g. 4GB. [default: half of free]"),
+    typer.Option(
+        help="Memory one forward pass may use, e.g. 4GB. [default: 2GB, at most half of free]"
+    ),
 ]
 Half = Annotated[
     bool, typer.Option(help="Autocast: fp16 on CUDA, bf16 on CPU; a little less exact.")
+]
+FuseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fuse/--no-fuse",
+        help="Run the fused model (batch norms folded, static padding, GEMM heads; same "
+        "maps, faster); --no-fuse runs the converted model as it is, for debugging.",
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the model: faster passes after a compile per input size "
+        "(cached in ~/.cache/densecls/inductor); needs a C++ compiler on CPU.",
+    ),
+]
+MinConfidence = Annotated[
+    float,
+    typer.Option(
+        "--min-confidence",
+        help="Mark a cell unsure when its top-1 probability is under this (0: never); the "
+        "JSON record flags it, the table shows '?'.",
+    ),
+]
+EngineOpt = Annotated[
+    Literal["torch", "onnxruntime"],
+    typer.Option(
+        "--engine",
+        help="torch, or onnxruntime: the model exported to ONNX once (cached in "
+        "~/.cache/densecls/onnx) and run on the CPU, same maps, faster; "
+        "pip install 'densecls\\[onnx]'.",
+    ),
 ]
 Scales = Annotated[
     str | None,
@@ -80,6 +123,14 @@ ActivationOpt = Annotated[
         show_default=False,
     ),
 ]
+DraftOpt = Annotated[
+    bool,
+    typer.Option(
+        "--draft/--no-draft",
+        help="Decode a JPEG at 1/2-1/8 scale when --size is at most half of it (faster); "
+        "--no-draft decodes every pixel.",
+    ),
+]
 Recursive = Annotated[bool, typer.Option(help="Walk directories recursively.")]
 Glob = Annotated[str | None, typer.Option(help="Only files in directories whose name matches.")]
 Shard = Annotated[str | None, typer.Option(help="K/N: process only the K-th of N shares.")]
@@ -88,11 +139,49 @@ MaxPixels = Annotated[
     int | None, typer.Option(min=1, help="Refuse larger images. [default: Pillow's 89.5 Mpx]")
 ]
 AllFrames = Annotated[bool, typer.Option(help="Every frame of animated GIFs / multi-page TIFFs.")]
+Mpp = Annotated[
+    float | None,
+    typer.Option(
+        help="Slides: microns per pixel to run at (the finest level not coarser, resized). "
+        "[default: level 0]",
+        show_default=False,
+    ),
+]
+Level = Annotated[
+    int | None,
+    typer.Option(help="Slides: the pyramid level to run at, 0 = full resolution.", min=0),
+]
+Tissue = Annotated[
+    bool, typer.Option(help="Slides: skip tiles with no tissue; their cells are background.")
+]
+TissueThreshold = Annotated[
+    float | None,
+    typer.Option(
+        help="Slides: saturation (0-1) above which a pixel is tissue. [default: Otsu's]",
+        show_default=False,
+    ),
+]
+Bands = Annotated[
+    str | None,
+    typer.Option(
+        help="GeoTIFF: 1-based bands as R,G,B, e.g. 4,3,2, or one band as grey "
+        "(default: the bands marked R,G,B, else 1,2,3).",
+        show_default=False,
+    ),
+]
 
 # Single options that several commands take on their own.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for output files.")]
 NoClobber = Annotated[bool, typer.Option(help="Never replace an existing output file.")]
+SaveGeotiff = Annotated[
+    Path | None,
+    typer.Option(
+        help="Also write <stem>.classes.tif and <stem>.probs.tif here: the cell grid as "
+        "Cloud-Optimised GeoTIFFs in the source's CRS.",
+        show_default=False,
+    ),
+]
 CombineOpt = Annotated[
     Literal["mean", "max"], typer.Option("--combine", help="How pictures combine --scales.")
 ]
@@ -131,13 +220,18 @@ MODEL = Group(
         ("size", Size, None),
         ("pool", PoolOpt, "window"),
         ("device", DeviceOpt, "auto"),
-        ("batch_size", BatchSize, 4),
+        ("batch_size", BatchSize, None),
         ("max_memory", MaxMemory, None),
         ("half", Half, False),
         ("scales", Scales, None),
         ("stride", StrideOpt, None),
         ("stride_method", StrideMethod, "auto"),
         ("activation", ActivationOpt, None),
+        ("draft", DraftOpt, True),
+        ("fuse", FuseOpt, True),
+        ("compile", CompileOpt, False),
+        ("engine", EngineOpt, "torch"),
+        ("min_confidence", MinConfidence, DEFAULT_MIN_CONFIDENCE),
     ),
 )
 INPUTS = Group(
@@ -151,6 +245,11 @@ INPUTS = Group(
         ("skip_existing", SkipExisting, False),
         ("max_pixels", MaxPixels, None),
         ("all_frames", AllFrames, False),
+        ("mpp", Mpp, None),
+        ("level", Level, None),
+        ("tissue", Tissue, True),
+        ("tissue_threshold", TissueThreshold, None),
+        ("bands", Bands, None),
     ),
 )
 

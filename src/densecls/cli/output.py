@@ -13,8 +13,8 @@ from densecls.parse import format_pair
 
 if TYPE_CHECKING:
     from densecls.batch import Outcome, Summary
-    from densecls.commands import ClassReport, ModelReport
     from densecls.evaluate import ClassSummary, EvalReport
+    from densecls.lookup import ClassReport, ModelReport
     from densecls.meta import ModelEntry
 
 __all__ = [
@@ -170,7 +170,8 @@ def print_evaluation(report: EvalReport, *, fmt: str, quiet: bool) -> None:
         table = Table(
             box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
             title=f"{report.model}, in %: pointing game within {report.tolerance:g} px, "
-            f"energy share in the box, MaxBoxAcc at IoU {deltas}, MaxBoxAccV2, PxAP",
+            f"energy share in the box, MaxBoxAcc at IoU {deltas}, MaxBoxAccV2, PxAP, cell "
+            "top-1 accuracy (unsure cells count as wrong) and the share of cells unsure",
         )  # fmt: skip
         rows = (*report.classes, report.overall)
         widest = max(len(r.label) for r in rows)
@@ -180,7 +181,7 @@ def print_evaluation(report: EvalReport, *, fmt: str, quiet: bool) -> None:
             table.add_column(header, justify="right", no_wrap=True)
         for d in report.iou_thresholds:
             table.add_column(f"@{d}", justify="right", no_wrap=True)
-        for header in ("V2", "PxAP"):
+        for header in ("V2", "PxAP", "cells", "unsure"):
             table.add_column(header, justify="right", no_wrap=True)
         for i, summary in enumerate(rows):
             table.add_row(*_evaluation_row(summary), end_section=i == len(rows) - 2)
@@ -201,7 +202,7 @@ def _evaluation_row(s: ClassSummary) -> list[str]:
     return [
         escape(s.label), escape(s.selection), str(s.objects),
         pct(s.pointing), pct(s.energy), *(pct(v) for v in s.max_box_acc),
-        pct(s.max_box_acc_v2), pct(s.pxap),
+        pct(s.max_box_acc_v2), pct(s.pxap), pct(s.cell_accuracy), pct(s.unsure_share),
     ]  # fmt: skip
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from densecls.convert.dense import DenseModel, Grids, SlidingWindow
 from densecls.convert.head import LayerChange, Pool, convert_head
+from densecls.convert.shapes import feature_geometry
 from densecls.errors import OptionError
 from densecls.grid import Geometry
 from densecls.meta import LoadedModel, Method
@@ -75,8 +75,8 @@ def convert(
     split = family.split(loaded.module) if family.split is not None else None
     if split is None:
         return _sliding_window(loaded, window_stride or _WINDOW_STRIDE)
-    with torch.inference_mode():
-        native_grid, stride = _probe(split.features, meta.native_size)
+    # Shapes only (an empty batch): no probe forward, no oneDNN set-up for unused sizes.
+    native_grid, stride = feature_geometry(split.features, meta.native_size)
     converted = convert_head(split.head, native_grid, pool)
     notes: list[str] = []
     if converted.flattens_grid and pool == "cell":
@@ -119,17 +119,3 @@ def _sliding_window(loaded: LoadedModel, stride: int) -> Conversion:
         atrous=False,
     )
 
-
-def _probe(
-    features: nn.Module, native: tuple[int, int]
-) -> tuple[tuple[int, int], tuple[float, float]]:
-    """Feature grid at the native size, and the backbone stride in input pixels."""
-    extra = 128
-    p = next(features.parameters(), None)
-    dtype = p.dtype if p is not None else torch.float32
-    device = p.device if p is not None else torch.device("cpu")
-    a = features(torch.zeros(1, 3, *native, dtype=dtype, device=device)).shape[-2:]
-    big = (native[0] + extra, native[1] + extra)
-    b = features(torch.zeros(1, 3, *big, dtype=dtype, device=device)).shape[-2:]
-    stride = tuple(float(extra / max(1, bb - aa)) for aa, bb in zip(a, b, strict=True))
-    return (int(a[0]), int(a[1])), stride  # type: ignore[return-value]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from densecls.convert.shapes import grids_of
+
 __all__ = ["DenseModel", "Grids", "SlidingWindow"]
 
 # (feature grid, or None where the model has no feature map of its own; class-map grid)
@@ -22,17 +24,9 @@ class DenseModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
-    @torch.inference_mode()
     def grids(self, input_size: tuple[int, int]) -> Grids:
-        """Feature grid and class-map grid for an input size, from one probe pass."""
-        p = next(self.parameters())
-        x = torch.zeros(1, 3, *input_size, dtype=p.dtype, device=p.device)
-        feats = self.features(x)
-        out = self.head(feats)
-        return (int(feats.shape[-2]), int(feats.shape[-1])), (
-            int(out.shape[-2]),
-            int(out.shape[-1]),
-        )
+        """Feature grid and class-map grid for an input size, from shapes alone."""
+        return grids_of(self.features, self.head, input_size)
 
 
 class SlidingWindow(nn.Module):

@@ -2,8 +2,9 @@
 
 ``annotations`` reads Pascal VOC XML, COCO JSON and CSV ground truth, ``labels`` maps its
 labels to a model's classes, ``metrics`` holds the metrics in plain numpy (pointing game,
-energy share, MaxBoxAccV2, PxAP), ``runner`` scores maps as a batch runs, ``results`` holds
-what it found, ``plot`` draws box accuracy against the threshold.
+energy share, MaxBoxAccV2, PxAP, cell accuracy), ``cells`` gives each cell's answer (its
+top-1 over the scales, unsure or not), ``runner`` scores maps as a batch runs, ``results``
+holds what it found, ``plot`` draws box accuracy against the threshold.
 """
 
 from densecls.evaluate.annotations import (

@@ -26,6 +26,16 @@ does. A region is a boolean ``(H, W)`` mask.
 - **PxAP**: the area under the pixel precision-recall curve of the normalised map against
   a mask, over the same thresholds plus 1 (wsolevaluation's histogram form), pooled over
   maps by adding their histograms.
+- **Cell accuracy** ("what is where", per cell rather than per map): the cells of an
+  object are those whose window centre lies in its *inner box*, the box shrunk by
+  :data:`CELL_MARGIN` (a quarter) of its width and height on each side, i.e. its central
+  half along each axis, away from the border where a window straddles the object and its
+  surroundings. A cell is right when its top-1 class is one of the object's label's classes
+  and it is not marked unsure; an unsure cell (top-1 probability under ``--min-confidence``)
+  counts as not right, so marking cells unsure can never raise the figure. The margin is a
+  share of the box, not of the window, so a small object keeps its central cells at any
+  window size (a margin of a window would leave an object smaller than half a window no
+  cells at all, and flatter large windows). Accuracy is pooled over cells.
 
 Uncovered (NaN) pixels count as the map's minimum (0 after normalisation).
 """
@@ -40,6 +50,7 @@ import numpy as np
 from densecls.evaluate.components import component_boxes
 
 __all__ = [
+    "CELL_MARGIN",
     "IOU_THRESHOLDS",
     "THRESHOLDS",
     "Box",
@@ -48,7 +59,9 @@ __all__ = [
     "box_accuracy",
     "box_iou",
     "box_mask",
+    "cell_counts",
     "energy_share",
+    "inner_box",
     "max_box_acc",
     "normalise",
     "pixel_histograms",
@@ -60,6 +73,7 @@ __all__ = [
 Box = tuple[float, float, float, float]
 THRESHOLDS: np.ndarray = np.arange(0, 1, 0.01)
 IOU_THRESHOLDS: tuple[int, ...] = (30, 50, 70)
+CELL_MARGIN = 0.25
 
 
 def normalise(heat: np.ndarray) -> np.ndarray:
@@ -240,3 +254,35 @@ def pxap(
 ) -> float | None:
     """PxAP of one normalised map against one mask."""
     return average_precision(*pixel_histograms(norm, mask, thresholds))
+
+
+def inner_box(box: Box, margin: float = CELL_MARGIN) -> Box:
+    """``box`` shrunk by ``margin`` of its width and height on each side."""
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    return (x0 + dx, y0 + dy, x1 - dx, y1 - dy)
+
+
+def cell_counts(
+    centres: np.ndarray,
+    top1: np.ndarray,
+    box: Box,
+    classes: Sequence[int],
+    *,
+    unsure: np.ndarray | None = None,
+    margin: float = CELL_MARGIN,
+) -> tuple[int, int, int]:
+    """Cell accuracy of one object: ``(cells, right, unsure)``, the cells whose window
+    centre lies in the inner box (half-open, as pixels), those whose top-1 is one of
+    ``classes`` and not unsure, and those marked unsure.
+
+    ``centres`` is ``(n, 2)`` ``(y, x)`` in image pixels, ``top1`` ``(n,)`` class indices,
+    ``unsure`` ``(n,)`` booleans (``None``: no cell is unsure)."""
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    top1 = np.asarray(top1).reshape(-1)
+    x0, y0, x1, y1 = inner_box(box, margin)
+    ys, xs = centres[:, 0], centres[:, 1]
+    inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    doubt = np.zeros(len(top1), dtype=bool) if unsure is None else np.asarray(unsure).reshape(-1)
+    right = inside & np.isin(top1, np.asarray(list(classes))) & ~doubt
+    return int(inside.sum()), int(right.sum()), int((inside & doubt).sum())

@@ -4,7 +4,8 @@ overall, as frozen dataclasses of plain numbers (the CLI prints them without num
 The unit of the pointing game, box accuracy and PxAP is a *target*: one image's map of one
 annotated label, scored against all objects of that label in the image (TorchRay's
 pointing game hits any instance; wsolevaluation's best IoU takes any ground-truth box).
-Energy shares are per object. Figures are fractions in [0, 1].
+Energy shares are per object; cell counts are per object and pooled over cells.
+Figures are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ObjectScore:
     energy: float | None  # the normalised map's share inside the box
     ious: tuple[float, ...]  # best IoU of a thresholded box with this box, per threshold
     masked: bool  # scored against its mask (pointing game) rather than its box
+    # Cell accuracy: (cells in the inner box, right, unsure); None for maps without cells.
+    cells: tuple[int, int, int] | None = None
 
     @property
     def best_iou(self) -> float:
@@ -75,6 +78,25 @@ class ClassSummary:
     max_box_acc_v2: float  # the mean of max_box_acc
     pxap: float | None  # pooled over the targets with masks
     masked_targets: int
+    cells: int = 0  # cells inside the objects' inner boxes (metrics.cell_counts)
+    cells_right: int = 0
+    cells_unsure: int = 0
+
+    @property
+    def cell_accuracy(self) -> float | None:
+        """Share of the cells whose top-1 is the object's class (unsure ones are not)."""
+        return self.cells_right / self.cells if self.cells else None
+
+    @property
+    def confident_accuracy(self) -> float | None:
+        """Cell accuracy over the cells that are not unsure."""
+        sure = self.cells - self.cells_unsure
+        return self.cells_right / sure if sure else None
+
+    @property
+    def unsure_share(self) -> float | None:
+        """Share of the cells marked unsure."""
+        return self.cells_unsure / self.cells if self.cells else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,8 @@ def summarise(
     """The pointing game, mean energy share, box accuracies, MaxBoxAcc(V2) and PxAP of a
     set of targets."""
     objects = [o for t in targets for o in t.objects]
+    counts = np.array([o.cells for o in objects if o.cells is not None], dtype=np.int64)
+    cells, right, unsure = counts.reshape(-1, 3).sum(axis=0).tolist()
     energies = [o.energy for o in objects if o.energy is not None]
     n = len(thresholds)
     ious = np.array([t.ious for t in targets], dtype=np.float64).reshape(-1, n)
@@ -151,4 +175,7 @@ def summarise(
         max_box_acc_v2=float(np.mean(maxima)) if maxima else 0.0,
         pxap=pxap,
         masked_targets=len(masked),
+        cells=cells,
+        cells_right=right,
+        cells_unsure=unsure,
     )

@@ -22,12 +22,14 @@ from densecls.evaluate.annotations import (
     AnnotationSet,
     ImageAnnotations,
 )
+from densecls.evaluate.cells import CellLabels, cell_labels
 from densecls.evaluate.labels import LabelMapping
 from densecls.evaluate.metrics import (
     IOU_THRESHOLDS,
     THRESHOLDS,
     best_ious,
     box_mask,
+    cell_counts,
     energy_share,
     normalise,
     pixel_histograms,
@@ -57,10 +59,14 @@ def score_image(
     selections: Mapping[str, str] | None = None,
     tolerance: float = 15.0,
     thresholds: Sequence[float] | np.ndarray = THRESHOLDS,
+    cells: CellLabels | None = None,
+    classes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[list[TargetScore], list[AnnotationProblem]]:
     """The targets of one image of ``size`` (H, W): one per annotated label that has a map
     in ``heats`` (label → ``(H, W)`` heat, NaN where uncovered). Objects whose label has no
-    map, or whose box does not fit the image, are problems; the others are scored."""
+    map, or whose box does not fit the image, are problems; the others are scored. With
+    ``cells`` (the map's cells) and ``classes`` (label → class indices), each object's cell
+    accuracy is counted too."""
     problems: list[AnnotationProblem] = []
     by_label: dict[str, list[AnnotatedObject]] = {}
     for obj in ann.objects:
@@ -83,7 +89,8 @@ def score_image(
                 f"{image or ann.image}: the map of {label!r} is {heat.shape}, the image {size}; "
                 "give maps at image size"
             )
-        target, trouble = _score_target(heat, objects, tolerance, thresholds, ann.source)
+        right = None if cells is None or classes is None else (cells, tuple(classes[label]))
+        target, trouble = _score_target(heat, objects, tolerance, thresholds, ann.source, right)
         problems += trouble
         name = (selections or {}).get(label, label)
         targets.append(TargetScore(image or ann.image, label, name, *target))
@@ -96,6 +103,7 @@ def _score_target(
     tolerance: float,
     thresholds: Sequence[float] | np.ndarray,
     source: str,
+    cells: tuple[CellLabels, tuple[int, ...]] | None = None,
 ) -> tuple[tuple[Any, ...], list[AnnotationProblem]]:
     size = heat.shape
     norm = normalise(heat)
@@ -116,6 +124,9 @@ def _score_target(
             where=obj.where, box=obj.box, hit=pointing_hit(heat, region, tolerance),
             energy=energy_share(heat, inside),
             ious=tuple(float(v) for v in best_ious(boxes, [obj.box])), masked=mask is not None,
+            cells=None if cells is None else cell_counts(
+                cells[0].centres, cells[0].top1, obj.box, cells[1], unsure=cells[0].unsure
+            ),
         ))  # fmt: skip
     union = np.logical_or.reduce(regions)
     ious = np.max([s.ious for s in scores], axis=0)
@@ -189,9 +200,11 @@ class EvalWriter:
             layers = [(m.heat(sel.indices).numpy(), m.grid) for m in dmap.all_scales()]
             heats[label] = render.combine_heat(layers, self.combine)
         names = {label: sel.label for label, sel in self.selections.items()}
+        indices = {label: sel.indices for label, sel in self.selections.items()}
         targets, problems = score_image(
             ann, size, heats, image=item.display, selections=names,
             tolerance=self.tolerance, thresholds=self.thresholds,
+            cells=cell_labels(dmap, self.combine), classes=indices,
         )  # fmt: skip
         if self.wsol_dir is not None:
             for path, heat in zip(self.outputs(item), heats.values(), strict=True):

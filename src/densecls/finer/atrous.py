@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from densecls.convert import Conversion, DenseModel, LayerChange
 from densecls.convert.head import pair
+from densecls.convert.shapes import input_sizes
 
 __all__ = ["NotDilatable", "Span", "atrous"]
 
@@ -93,39 +94,16 @@ def atrous(conversion: Conversion, native: int, step: int) -> tuple[DenseModel, 
     return model.eval(), change, note
 
 
-@torch.inference_mode()
 def _trace(features: nn.Module, native: Pair, stride: int) -> list[tuple[str, Pair]]:
     """Each spatial layer of ``features`` in call order, with its input stride in pixels."""
-    sizes: dict[str, list[tuple[int, int]]] = {}
-    order: list[str] = []
-    handles = []
-
-    def hook(name: str) -> object:
-        def record(_m: nn.Module, args: tuple[object, ...], _out: object) -> None:
-            x = args[0]
-            if isinstance(x, Tensor) and x.dim() == 4:
-                if name not in sizes:
-                    order.append(name)
-                    sizes[name] = []
-                sizes[name].append((int(x.shape[-2]), int(x.shape[-1])))
-
-        return record
-
-    for name, m in features.named_modules():
-        if isinstance(m, _SPATIAL):
-            handles.append(m.register_forward_hook(hook(name)))
-    p = next(features.parameters())
-    try:
-        for extra in (0, stride):
-            # Growing the input by one cell stride grows a layer's input by stride / s_in.
-            size = (native[0] + extra, native[1] + extra)
-            features(torch.zeros(1, 3, *size, dtype=p.dtype, device=p.device))
-    finally:
-        for h in handles:
-            h.remove()
+    # Growing the input by one cell stride grows a layer's input by stride / s_in; the
+    # passes run on an empty batch, so they read shapes and compute nothing.
+    sizes = input_sizes(
+        features, lambda m: isinstance(m, _SPATIAL),
+        [(native[0] + extra, native[1] + extra) for extra in (0, stride)],
+    )  # fmt: skip
     out: list[tuple[str, Pair]] = []
-    for name in order:
-        calls = sizes[name]
+    for name, calls in sizes.items():
         if len(calls) != 2:
             raise NotDilatable(f"layer {name} runs {len(calls) // 2} times per pass")
         (h0, w0), (h1, w1) = calls

@@ -1,4 +1,5 @@
-"""Output formats: records (JSON, CSV), files (.npy, .png, atomic) and a Writer per format."""
+"""Output formats: records (JSON, CSV, GeoJSON), files (.npy, .png, atomic, Zarr stores)
+and a Writer per format."""
 
 from densecls.formats.files import atomic_writer, output_path, write_npy, write_png
 from densecls.formats.records import (
@@ -16,6 +17,7 @@ from densecls.formats.writers import (
     STREAM_FORMATS,
     ColumnsWriter,
     CsvWriter,
+    GeoJsonWriter,
     JsonlWriter,
     JsonWriter,
     NpyWriter,
@@ -23,9 +25,12 @@ from densecls.formats.writers import (
     PictureWriter,
     StreamFormat,
     TableWriter,
+    TileWriter,
     Writer,
+    scores_writer,
     stream_writer,
 )
+from densecls.formats.zarr import ZarrWriter
 
 __all__ = [
     "CSV_HEADER",
@@ -33,6 +38,7 @@ __all__ = [
     "STREAM_FORMATS",
     "ColumnsWriter",
     "CsvWriter",
+    "GeoJsonWriter",
     "JsonWriter",
     "JsonlWriter",
     "NpyWriter",
@@ -40,7 +46,9 @@ __all__ = [
     "Pictures",
     "StreamFormat",
     "TableWriter",
+    "TileWriter",
     "Writer",
+    "ZarrWriter",
     "atomic_writer",
     "csv_header",
     "csv_rows",
@@ -50,6 +58,7 @@ __all__ = [
     "map_json",
     "output_path",
     "record",
+    "scores_writer",
     "stream_writer",
     "write_npy",
     "write_png",

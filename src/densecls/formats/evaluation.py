@@ -13,7 +13,9 @@ __all__ = ["evaluation_json"]
 def evaluation_json(report: EvalReport) -> dict[str, Any]:
     """Every figure of a report: the label mapping, the overall and per-class summaries,
     and per image each target's and each object's figures. Keys of IoU thresholds are
-    percentages as strings ("30", "50", "70"); every figure is a fraction in [0, 1]."""
+    percentages as strings ("30", "50", "70"); every figure is a fraction in [0, 1]. Cell
+    accuracy counts unsure cells as not right; ``confident_cell_accuracy`` leaves them out
+    and ``unsure_share`` says how many they are."""
     ious = [str(d) for d in report.iou_thresholds]
     return {
         "model": report.model,
@@ -50,6 +52,9 @@ def evaluation_json(report: EvalReport) -> dict[str, Any]:
                         "energy": o.energy,
                         "ious": list(o.ious),
                         "best_iou": o.best_iou,
+                        "cells": None if o.cells is None else dict(
+                            zip(("cells", "right", "unsure"), o.cells, strict=True)
+                        ),
                     }
                     for o in t.objects
                 ],
@@ -76,4 +81,8 @@ def _summary(s: ClassSummary, ious: list[str]) -> dict[str, Any]:
         "box_accuracy": dict(zip(ious, map(list, s.box_accuracy), strict=True)),
         "pxap": s.pxap,
         "masked_targets": s.masked_targets,
+        "cells": s.cells,
+        "cell_accuracy": s.cell_accuracy,
+        "confident_cell_accuracy": s.confident_accuracy,
+        "unsure_share": s.unsure_share,
     }

@@ -26,6 +26,8 @@ class PipeConsole(Console):
         raise BrokenPipeError
 
 
+# In the grid of top-1 classes: a cell under --min-confidence (-1 is a slide's background).
+_UNSURE_KEY = -2
 _STYLES = ("bold red", "bold green", "bold yellow", "bold blue", "bold magenta", "bold cyan")
 
 
@@ -33,20 +35,27 @@ def print_table(console: Console, dmap: DenseMap, top_k: int, *, frame: int | No
     """Print one map's tables on ``console``; a grid wider than the console is printed in
     blocks of columns, never cut."""
     g = dmap.grid
-    top1 = dmap.argmax().flatten().tolist()
+    top1_map = dmap.argmax()
+    top1_map[dmap.unsure()] = _UNSURE_KEY
+    top1 = top1_map.flatten().tolist()
     counts: dict[int, int] = {}
     for i in top1:
         counts[i] = counts.get(i, 0) + 1
     ranked = sorted(counts, key=lambda i: (-counts[i], i))
-    keys = {cls: _key(n) for n, cls in enumerate(ranked)}
+    keys = {cls: _key(n) for n, cls in enumerate(c for c in ranked if c >= 0)}
     styles = {cls: _STYLES[n % len(_STYLES)] for n, cls in enumerate(ranked)}
+    if -1 in counts:  # a slide's cells with no tissue (DenseMap.argmax gives them -1)
+        keys[-1], styles[-1] = ".", "dim"
+    if _UNSURE_KEY in counts:  # --min-confidence: cells whose top-1 is under it
+        keys[_UNSURE_KEY], styles[_UNSURE_KEY] = "?", "dim"
     where = "" if frame is None else f" frame {frame}"
     title = (
         f"{escape(dmap.image)}{where}: {g.image_size[1]}×{g.image_size[0]} px, "
         f"{g.rows}×{g.cols} cells, window {format_pair(g.window)} px every "
         f"{format_pair(g.stride)} px ({dmap.model})"
     )
-    for n, cols in enumerate(_blocks(console.width, g.rows, g.cols, len(keys[ranked[-1]]))):
+    key_width = max(len(k) for k in keys.values())
+    for n, cols in enumerate(_blocks(console.width, g.rows, g.cols, key_width)):
         table = Table(
             title=title if n == 0 else None, title_justify="left", box=None, pad_edge=False,
             padding=(0, 1),
@@ -60,10 +69,10 @@ def print_table(console: Console, dmap: DenseMap, top_k: int, *, frame: int | No
         console.print(table)
     legend = Table("key", "top-1 class", "index", "cells", title_justify="left", box=None)
     for cls in ranked:
-        legend.add_row(
-            f"[{styles[cls]}]{keys[cls]}[/]", escape(dmap.categories[cls]), str(cls),
-            str(counts[cls]),
-        )  # fmt: skip
+        name, index = ("background", "") if cls < 0 else (escape(dmap.categories[cls]), str(cls))
+        if cls == _UNSURE_KEY:
+            name = f"unsure (top-1 under {dmap.min_confidence:g})"  # maps.UNSURE, no torch here
+        legend.add_row(f"[{styles[cls]}]{keys[cls]}[/]", name, index, str(counts[cls]))
     console.print(legend)
     overall = Table(
         "rank", "class", "index", "score", title="overall (mean of cells)",

@@ -4,7 +4,8 @@ A writer is told about each finished input (:meth:`Writer.write`) and says which
 would make for an input (:meth:`Writer.outputs`, for ``--skip-existing``). Stream formats
 (table, json, jsonl, csv) write to a text stream, flushed per image so that ``head -1`` and
 ``tail -f`` see results as they complete; file formats (npy, png pictures) write atomically
-under an output folder. Adding a format (parquet, zarr, …) is one class here.
+under an output folder. Adding a format (parquet, …) is one class here. A writer may
+also store a tiled map's cells as its tiles complete (:class:`TileWriter`: Zarr).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 from densecls.errors import OutputError
 from densecls.formats.files import output_path, write_npy, write_png
+from densecls.formats.geojson import GEOJSON_HEAD, GEOJSON_TAIL, iter_features
 from densecls.formats.records import (
     csv_header,
     csv_rows,
@@ -25,17 +27,21 @@ from densecls.formats.records import (
     iter_map_json,
 )
 from densecls.formats.table import PipeConsole, print_table
+from densecls.formats.zarr import ZarrWriter, is_zarr_path
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from densecls.io import InputItem
+    from densecls.infer import DenseClassifier
+    from densecls.io import ImageInput, InputItem
     from densecls.maps import DenseMap
+    from densecls.tiling import TileSink
 
 __all__ = [
     "STREAM_FORMATS",
     "ColumnsWriter",
     "CsvWriter",
+    "GeoJsonWriter",
     "JsonWriter",
     "JsonlWriter",
     "NpyWriter",
@@ -43,11 +49,13 @@ __all__ = [
     "Pictures",
     "StreamFormat",
     "TableWriter",
+    "TileWriter",
     "Writer",
+    "scores_writer",
     "stream_writer",
 ]
 
-StreamFormat = Literal["table", "json", "jsonl", "csv"]
+StreamFormat = Literal["table", "json", "jsonl", "csv", "geojson"]
 
 
 class Writer(Protocol):
@@ -69,6 +77,18 @@ class Writer(Protocol):
 
     def close(self) -> None:
         """Called once at the end, also after an interruption (a JSON array's ``]``)."""
+        ...
+
+
+class TileWriter(Writer, Protocol):
+    """A writer that also takes a tiled map's cells as its tiles complete (Zarr), and may
+    give back cells an interrupted run stored. The batch pipeline asks it for each input's
+    sink; ``tile_sink`` is optional: writers without it get whole maps only."""
+
+    def tile_sink(
+        self, item: InputItem | ImageInput, classifier: DenseClassifier
+    ) -> TileSink | None:
+        """Where ``item``'s tiles go when it runs in tiles (None: nowhere)."""
         ...
 
 
@@ -181,11 +201,36 @@ class CsvWriter(_Stream):
         self._emit((csv_text(chunk) for chunk in _chunks(rows, 4096)), end="")
 
 
+class GeoJsonWriter(_Stream):
+    """``--format geojson``: one FeatureCollection for the whole run, a Feature per cell of
+    every image (its ``image`` property says which), valid even when interrupted."""
+
+    def __init__(self, stream: TextIO | None, **options: Any) -> None:
+        super().__init__(stream, **options)
+        self._first = True
+
+    def start(self) -> None:
+        self._emit(GEOJSON_HEAD, end="")
+
+    def write(self, item: Any, dmap: DenseMap, image: Image.Image | None) -> None:
+        features = iter_features(dmap, top_k=self.top_k, frame=self._frame(item))
+        self._emit(self._separated(features), end="")
+
+    def _separated(self, features: Iterator[str]) -> Iterator[str]:
+        for feature in features:
+            yield feature if self._first else ",\n" + feature
+            self._first = False
+
+    def close(self) -> None:
+        self._emit(GEOJSON_TAIL)
+
+
 STREAM_FORMATS: dict[str, Callable[..., _Stream]] = {
     "table": TableWriter,
     "json": JsonWriter,
     "jsonl": JsonlWriter,
     "csv": CsvWriter,
+    "geojson": GeoJsonWriter,
 }
 
 
@@ -195,6 +240,14 @@ def stream_writer(
     """The writer of a ``--format`` on ``stream``; ``scales``: maps come at several scales;
     ``frames``: multi-frame files are expanded, so records name their frame."""
     return STREAM_FORMATS[fmt](stream, top_k=top_k, scales=scales, frames=frames)
+
+
+def scores_writer(path: Path, *, logits: bool = False, resume: bool = False) -> Writer:
+    """``--save-scores``: one Zarr store for a path ending in ``.zarr`` (``resume``: continue
+    its interrupted inputs, ``--skip-existing``), else a folder of ``.npy`` files."""
+    if is_zarr_path(path):
+        return ZarrWriter(path, logits=logits, resume=resume)
+    return NpyWriter(path, logits=logits)
 
 
 class NpyWriter:

@@ -6,13 +6,19 @@ enumeration never raises for a bad input but yields an :class:`InputProblem` and
 Modules, each one job: ``inputs`` (enumerate), ``shard``, ``frames``, ``files`` (path checks),
 ``pillow`` (Pillow's errors and pixel limit), ``decode`` (whole decode, the pixel limit),
 ``pixels`` (modes to 8-bit RGB), ``protocols`` (what a reader implements), ``lazy``
-(:class:`LazyImage`), ``png`` and ``tiff`` (band readers), ``readers`` (the registry and
-:func:`open_input`).
+(:class:`LazyImage`), ``png`` and ``tiff`` (band readers), ``slide`` (whole-slide images,
+OpenSlide), ``readers`` (the registry and :func:`open_input`).
 """
 
 from __future__ import annotations
 
-from densecls.io.decode import DEFAULT_MAX_PIXELS, LoadedImage, image_from_pil, open_image
+from densecls.io.decode import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    ResizeTo,
+    image_from_pil,
+    open_image,
+)
 from densecls.io.frames import expand_frames, frame_count
 from densecls.io.inputs import (
     IMAGE_EXTENSIONS,
@@ -23,9 +29,10 @@ from densecls.io.inputs import (
     iter_inputs,
 )
 from densecls.io.lazy import LazyImage
-from densecls.io.protocols import BandedImage, BandReader, OpenRequest, Reader
+from densecls.io.protocols import BandedImage, BandReader, OpenRequest, Reader, SlideOptions
 from densecls.io.readers import open_input, readers, register_reader, unregister_reader
 from densecls.io.shard import parse_shard, shard
+from densecls.io.slide import SlideImage, SlideReader
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -39,6 +46,10 @@ __all__ = [
     "LoadedImage",
     "OpenRequest",
     "Reader",
+    "ResizeTo",
+    "SlideImage",
+    "SlideOptions",
+    "SlideReader",
     "expand_frames",
     "frame_count",
     "full_rel",

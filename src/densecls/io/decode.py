@@ -1,8 +1,14 @@
 """Decode a whole image as 8-bit RGB, EXIF orientation applied, refusing images over the
-pixel limit from their header (before any pixel is decoded)."""
+pixel limit from their header (before any pixel is decoded).
+
+A JPEG that its caller will shrink to at most half its size on both axes may be decoded at
+1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``): several times faster, and
+the resize that follows sees nearly the same pixels (``benchmarks/decode.py``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from densecls.io.pixels import to_rgb
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "LoadedImage",
+    "ResizeTo",
     "check_pixels",
     "image_from_pil",
     "open_image",
@@ -27,16 +34,31 @@ DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 
 # Formats whose pages each have their own size and are read without decoding earlier ones.
 _INDEPENDENT_PAGES = frozenset({"TIFF", "MPO"})
+# Pillow's JPEG decoders, which can decode at a reduced scale (MPO: a camera JPEG with extra
+# pictures, such as a depth map, after the main one).
+_DRAFTABLE = frozenset({"JPEG", "MPO"})
+# EXIF orientations that swap the axes (a transpose, or a quarter turn).
+_TRANSPOSING = frozenset({5, 6, 7, 8})
+
+#: Given an image's ``(height, width)``, EXIF orientation applied: the largest size its caller
+#: will resize it to, which a reduced-scale decode must not go under.
+ResizeTo = Callable[[tuple[int, int]], tuple[int, int]]
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded image: 8-bit RGB, EXIF orientation applied, detached from its file."""
+    """A decoded image: 8-bit RGB, EXIF orientation applied, detached from its file.
+
+    ``size`` is the image's own ``(height, width)``; ``image`` is that size, or about
+    ``1/draft`` of it on each axis when a JPEG was decoded at a reduced scale for a caller
+    that resizes it (``resize_to``): sizes and boxes stay in the original's pixels.
+    """
 
     image: Image.Image
     size: tuple[int, int]
     notes: tuple[str, ...]
     n_frames: int
+    draft: int = 1
 
 
 def open_image(
@@ -45,11 +67,14 @@ def open_image(
     frame: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     all_frames: bool = False,
+    resize_to: ResizeTo | None = None,
 ) -> LoadedImage:
     """Open ``frame`` of an image file as 8-bit RGB, refusing images over ``max_pixels``.
 
     ``max_pixels=None`` lifts the limit. ``all_frames`` says the caller walks every frame,
-    so notes say "frame k of N" instead of suggesting ``--all-frames``.
+    so notes say "frame k of N" instead of suggesting ``--all-frames``. ``resize_to`` says
+    what the caller will resize the image to: a JPEG at least twice that on both axes is
+    decoded at 1/2, 1/4 or 1/8 scale, the smallest that stays no smaller (None: every pixel).
 
     Raises:
         DenseclsError: the file is missing, empty, not an image, truncated, too large, or has
@@ -74,16 +99,23 @@ def open_image(
         if frame:
             img.seek(frame)
             check_pixels(img.size, max_pixels, name)
-        img.load()
         notes: list[str] = []
-        oriented = _orient(img, notes)
+        orientation = _orientation(img, notes)
+        width, height = img.size
+        full = (width, height) if orientation in _TRANSPOSING else (height, width)
+        scale = 1
+        if resize_to is not None and frame == 0 and img.format in _DRAFTABLE:
+            scale = _draft(img, resize_to(full), transposed=orientation in _TRANSPOSING)
+        img.load()
+        oriented = _orient(img, orientation, notes)
     rgb = to_rgb(oriented, notes, name)
     if n_frames > 1:
         if all_frames or frame:
             notes.insert(0, f"frame {frame + 1} of {n_frames}")
         else:
             notes.insert(0, f"first of {n_frames} frames; use --all-frames for the rest")
-    return LoadedImage(rgb, (rgb.height, rgb.width), tuple(notes), n_frames)
+    size = full if scale > 1 else (rgb.height, rgb.width)
+    return LoadedImage(rgb, size, tuple(notes), n_frames, scale)
 
 
 def image_from_pil(img: Image.Image, *, name: str = "<image>") -> LoadedImage:
@@ -96,7 +128,7 @@ def image_from_pil(img: Image.Image, *, name: str = "<image>") -> LoadedImage:
         n_frames = frames_in(img)
         current = img.tell()
         notes: list[str] = []
-        oriented = _orient(img, notes)
+        oriented = _orient(img, _orientation(img, notes), notes)
     rgb = to_rgb(oriented, notes, name)
     if n_frames > 1:
         notes.insert(0, f"frame {current + 1} of {n_frames}")
@@ -114,14 +146,38 @@ def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> No
         )
 
 
-def _orient(img: Image.Image, notes: list[str]) -> Image.Image:
-    """Return a detached copy with the EXIF orientation applied; broken EXIF costs a note."""
+def _orientation(img: Image.Image, notes: list[str]) -> int:
+    """The EXIF orientation, 1 (as stored) when absent, invalid or unreadable (with a note)."""
     try:
         orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-        oriented = ImageOps.exif_transpose(img) if orientation in range(2, 9) else None
     except PILLOW_ERRORS:
         notes.append("ignored unreadable EXIF orientation")
-        oriented = None
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def _draft(img: Image.Image, target: tuple[int, int], *, transposed: bool) -> int:
+    """Set ``img`` (opened, not loaded) to decode at the smallest scale that stays no smaller
+    than ``target`` (``(height, width)`` after orientation); return the scale's denominator."""
+    height, width = reversed(target) if transposed else target
+    if min(img.width // max(1, width), img.height // max(1, height)) < 2:
+        return 1  # nothing to gain, and draft() would still reconfigure the decoder
+    before = img.width
+    # Pillow picks the largest of 8, 4, 2 that keeps the decoded image at least this size.
+    drafted = img.draft("RGB", (max(1, width), max(1, height)))
+    if drafted is None:
+        return 1  # a JPEG Pillow cannot scale (several tiles, or already configured)
+    return round(before / drafted[1][2])
+
+
+def _orient(img: Image.Image, orientation: int, notes: list[str]) -> Image.Image:
+    """Return a detached copy with the EXIF orientation (from :func:`_orientation`) applied."""
+    oriented = None
+    if orientation != 1:
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except PILLOW_ERRORS:
+            notes.append("ignored unreadable EXIF orientation")
     if oriented is None:
         return img.copy()
     notes.append(f"applied EXIF orientation {orientation}")

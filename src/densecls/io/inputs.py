@@ -61,6 +61,11 @@ class InputItem:
         stem = self.stem or self.rel.stem or "image"
         return f"{stem}.frame{self.frame}" if self.frames > 1 else stem
 
+    @classmethod
+    def of(cls, path: str | Path) -> InputItem:
+        """The item of one file given as a path, named as given, its outputs by file name."""
+        return cls(Path(path), str(path), PurePosixPath(Path(path).name))
+
 
 @dataclass(frozen=True)
 class ImageInput:

@@ -11,14 +11,41 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from densecls.io.decode import LoadedImage
+from densecls.errors import OptionError
+from densecls.io.decode import LoadedImage, ResizeTo
 from densecls.io.files import check_file
 from densecls.io.pillow import pillow_errors
 
-__all__ = ["HEAD_BYTES", "BandReader", "BandedImage", "OpenRequest", "Reader"]
+__all__ = ["HEAD_BYTES", "BandReader", "BandedImage", "OpenRequest", "Reader", "SlideOptions"]
 
 # Enough for every magic number worth sniffing, DICOM's "DICM" at byte 128 included.
 HEAD_BYTES = 512
+
+
+@dataclass(frozen=True)
+class SlideOptions:
+    """How to read a whole-slide image (``--mpp``, ``--level``, ``--tissue``): at most one of
+    ``mpp`` (microns per pixel) and ``level`` (a pyramid level); neither is level 0."""
+
+    mpp: float | None = None
+    level: int | None = None
+    tissue: bool = True
+    tissue_threshold: float | None = None  # a saturation in (0, 1); None: Otsu's
+
+    def check(self) -> None:
+        """Bad values fail before any slide is read, naming the option."""
+        if self.mpp is not None and self.level is not None:
+            raise OptionError("--mpp and --level: give one of them, not both")
+        if self.mpp is not None and not self.mpp > 0:
+            raise OptionError(f"--mpp {self.mpp}: microns per pixel must be above 0; e.g. 1.0")
+        if self.level is not None and self.level < 0:
+            raise OptionError(f"--level {self.level}: levels count from 0 (full resolution)")
+        t = self.tissue_threshold
+        if t is not None and not 0.0 < t < 1.0:
+            raise OptionError(
+                f"--tissue-threshold {t}: a saturation between 0 and 1; e.g. 0.1, or leave it "
+                "out for Otsu's threshold"
+            )
 
 
 @dataclass(frozen=True)
@@ -31,6 +58,9 @@ class OpenRequest:
     max_pixels: int | None
     all_frames: bool
     bands_over: int | None
+    # What the caller resizes the image to, so a reader may decode at a reduced scale.
+    resize_to: ResizeTo | None = None
+    slide: SlideOptions = SlideOptions()
 
     @cached_property
     def head(self) -> bytes:

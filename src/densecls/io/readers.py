@@ -11,19 +11,24 @@ A reader joins with one line, here for a built-in one or anywhere for a plug-in:
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from densecls.io.decode import DEFAULT_MAX_PIXELS, LoadedImage, open_image
+from densecls.io.decode import DEFAULT_MAX_PIXELS, LoadedImage, ResizeTo, open_image
+from densecls.io.geotiff import GeoTiffReader
 from densecls.io.png import PngReader
-from densecls.io.protocols import BandedImage, OpenRequest, Reader
+from densecls.io.protocols import BandedImage, OpenRequest, Reader, SlideOptions
+from densecls.io.slide import SlideReader
 from densecls.io.tiff import TiffReader
 
-__all__ = ["open_input", "readers", "register_reader", "unregister_reader"]
+__all__ = ["open_input", "readers", "reading_first", "register_reader", "unregister_reader"]
 
 _lock = threading.Lock()
 # Asked first to last; a tuple, replaced whole, so a reading thread never sees it change.
-_readers: tuple[Reader, ...] = (PngReader(), TiffReader())
+# GeoTIFF before slides: OpenSlide would take a COG's overviews for a slide's pyramid.
+_readers: tuple[Reader, ...] = (GeoTiffReader(), SlideReader(), PngReader(), TiffReader())
 
 
 def register_reader(reader: Reader) -> None:
@@ -45,6 +50,20 @@ def readers() -> tuple[Reader, ...]:
     return _readers
 
 
+@contextlib.contextmanager
+def reading_first(reader: Reader | None) -> Iterator[None]:
+    """Ask ``reader`` first while the block runs (a run's ``GeoTiffReader(bands=…)``, say),
+    then stop asking it; None asks nothing new."""
+    if reader is None:
+        yield
+        return
+    register_reader(reader)
+    try:
+        yield
+    finally:
+        unregister_reader(reader)
+
+
 def open_input(
     path: Path | str,
     *,
@@ -52,19 +71,28 @@ def open_input(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     all_frames: bool = False,
     bands_over: int | None = None,
+    resize_to: ResizeTo | None = None,
+    slide: SlideOptions | None = None,
 ) -> LoadedImage | BandedImage:
     """:func:`open_image`, except that an image whose decoded RGB would take more than
     ``bands_over`` bytes comes back as a :class:`LazyImage` where its format allows reading
-    it in bands (non-interlaced 8-bit PNG; 8-bit tiled or striped TIFF); others decode whole.
+    it in bands (non-interlaced 8-bit PNG; 8-bit tiled or striped TIFF); others decode whole,
+    a JPEG at a reduced scale when ``resize_to`` allows (see :func:`open_image`).
 
     A registered reader may also take the file (whatever ``bands_over``) and return its own
-    :class:`BandedImage` or a :class:`LoadedImage`.
+    :class:`BandedImage` or a :class:`LoadedImage`: whole-slide images (OpenSlide) always
+    come back as a :class:`~densecls.io.slide.SlideImage`, read as ``slide`` says.
     """
     path = Path(path)
-    request = OpenRequest(path, str(path), frame, max_pixels, all_frames, bands_over)
+    request = OpenRequest(
+        path, str(path), frame, max_pixels, all_frames, bands_over, resize_to,
+        slide=slide or SlideOptions(),
+    )  # fmt: skip
     for reader in _readers:
         if reader.claims(request):
             opened = reader.open(request)
             if opened is not None:
                 return opened
-    return open_image(path, frame=frame, max_pixels=max_pixels, all_frames=all_frames)
+    return open_image(
+        path, frame=frame, max_pixels=max_pixels, all_frames=all_frames, resize_to=resize_to
+    )
