@@ -133,3 +133,29 @@ def test_model_options_and_cli_spell_fuse_compile_and_batch_size() -> None:
     assert ModelOptions().compile is False
     out = CliRunner().invoke(app, ["predict", "--help"]).stdout
     assert "--no-fuse" in out and "--compile" in out and "--batch-size" in out
+
+
+def test_malloc_keeps_freed_memory_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import platform
+
+    from densecls import engine
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    calls: list[tuple[int, int]] = []
+
+    class Libc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(engine, "_MALLOC_TUNED", False)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.delenv("DENSECLS_MALLOC", raising=False)
+    assert engine.keep_freed_memory() and engine.keep_freed_memory()
+    # Once per process: mmap threshold at glibc's maximum, trim past 1 GiB, 64 MiB top pad.
+    assert calls == [(-3, 32 << 20), (-1, 1 << 30), (-2, 64 << 20)]
+    monkeypatch.setattr(engine, "_MALLOC_TUNED", False)
+    monkeypatch.setenv("DENSECLS_MALLOC", "default")
+    assert not engine.keep_freed_memory() and len(calls) == 3
