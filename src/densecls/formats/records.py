@@ -22,12 +22,25 @@ __all__ = [
     "csv_text",
     "flat_record",
     "iter_map_json",
+    "map_fields",
     "map_json",
     "record",
 ]
 
 CSV_HEADER = ("image", "row", "col", "x0", "y0", "x1", "y1", "rank", "label", "index", "score")
 CSV_SCALE_HEADER = (*CSV_HEADER, "scale")
+
+
+def map_fields(dmap: DenseMap) -> dict[str, Any]:
+    """What every output says about a map beside its image: size, model and how it ran."""
+    return {
+        "width": dmap.grid.image_size[1],
+        "height": dmap.grid.image_size[0],
+        "model": dmap.model,
+        "pool": dmap.pool,
+        "method": dmap.method,
+        "activation": dmap.activation,
+    }
 
 
 def record(dmap: DenseMap, top_k: int, *, frame: int | None = None) -> dict[str, Any]:
@@ -39,12 +52,7 @@ def record(dmap: DenseMap, top_k: int, *, frame: int | None = None) -> dict[str,
     if frame is not None:
         obj["frame"] = frame
     obj |= {
-        "width": grid.image_size[1],
-        "height": grid.image_size[0],
-        "model": dmap.model,
-        "pool": dmap.pool,
-        "method": dmap.method,
-        "activation": dmap.activation,
+        **map_fields(dmap),
         "grid": _grid_obj(grid),
         "overall": [_score_obj(s.label, s.index, s.score) for s in dmap.overall(top_k)],
     }

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from densecls.errors import DenseclsError
 from densecls.formats.files import output_path
+from densecls.formats.records import map_fields
 from densecls.io import InputItem
 
 if TYPE_CHECKING:
@@ -331,12 +332,7 @@ def _attributes(dmap: DenseMap, kind: str) -> dict[str, Any]:
     grid = dmap.grid
     return {
         "image": dmap.image,
-        "width": grid.image_size[1],
-        "height": grid.image_size[0],
-        "model": dmap.model,
-        "pool": dmap.pool,
-        "method": dmap.method,
-        "activation": dmap.activation,
+        **map_fields(dmap),
         "scores": kind,
         "axes": ["class", "row", "col"],
         "classes": list(dmap.categories),

@@ -10,9 +10,9 @@ from PIL import Image
 
 from densecls.io.pillow import PILLOW_ERRORS, pillow_errors
 from densecls.io.pixels import to_rgb
-from densecls.io.protocols import BandReader
+from densecls.io.protocols import BandedImage, BandReader
 
-__all__ = ["BAND_ERRORS", "LazyImage", "needs_bands"]
+__all__ = ["BAND_ERRORS", "LazyImage", "needs_bands", "preview_of"]
 
 # Band readers add tifffile's and imagecodecs' errors (RuntimeError) and zlib's.
 BAND_ERRORS: tuple[type[BaseException], ...] = (*PILLOW_ERRORS, RuntimeError, zlib.error)
@@ -27,6 +27,14 @@ def needs_bands(size: tuple[int, int], bands_over: int | None) -> bool:
     ``bands_over`` bytes decoded to RGB; never when ``bands_over`` is None."""
     width, height = size
     return bands_over is not None and width * height * 3 > bands_over
+
+
+def preview_of(image: BandedImage, max_side: int) -> Image.Image:
+    """A band-read image shrunk to at most ``max_side`` on its longer side (never enlarged),
+    resized a band at a time."""
+    h, w = image.size
+    factor = min(1.0, max_side / max(h, w))
+    return Image.fromarray(image.resized((max(1, round(h * factor)), max(1, round(w * factor)))))
 
 
 class LazyImage:
@@ -104,9 +112,7 @@ class LazyImage:
 
     def preview(self, max_side: int) -> Image.Image:
         """The whole image shrunk to at most ``max_side`` on its longer side."""
-        h, w = self.size
-        factor = min(1.0, max_side / max(h, w))
-        return Image.fromarray(self.resized((max(1, round(h * factor)), max(1, round(w * factor)))))
+        return preview_of(self, max_side)
 
     def close(self) -> None:
         """Close the file; a later read opens it again, from the top."""

@@ -19,6 +19,7 @@ from PIL import Image
 
 from densecls.errors import DenseclsError, OptionError
 from densecls.io.files import check_file
+from densecls.io.lazy import preview_of
 from densecls.io.pillow import one_line
 from densecls.io.protocols import OpenRequest, SlideOptions
 from densecls.tissue import TissueMask, reduce_factor, tissue_mask
@@ -228,9 +229,7 @@ class SlideImage:
 
     def preview(self, max_side: int) -> Image.Image:
         """The whole slide shrunk to at most ``max_side`` on its longer side."""
-        h, w = self.size
-        factor = min(1.0, max_side / max(h, w))
-        return Image.fromarray(self.resized((max(1, round(h * factor)), max(1, round(w * factor)))))
+        return preview_of(self, max_side)
 
     def tissue_mask(self, threshold: float | None = None) -> TissueMask:
         """The tissue mask of the coarsest level, shrunk to at most 2048 px on its longer side
